@@ -1,0 +1,144 @@
+//! The catalogue of every environment variable Wharf reads: the one place names, defaults and meanings live.
+
+/// Which role reads a variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Read by both `web` and `worker`.
+    Both,
+    /// Read by `web` only.
+    Web,
+    /// Read by `worker` (and the tools that use S3: `canary`).
+    Worker,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Both => "both",
+            Scope::Web => "web",
+            Scope::Worker => "worker",
+        }
+    }
+}
+
+/// One environment variable: its name, default and the example shown when it is wrong.
+#[derive(Debug, Clone, Copy)]
+pub struct Variable {
+    pub name: &'static str,
+    pub scope: Scope,
+    /// `None` means unset by default (optional, or required where `required` says so).
+    pub default: Option<&'static str>,
+    pub required: bool,
+    pub secret: bool,
+    pub example: &'static str,
+    pub help: &'static str,
+}
+
+const fn var(
+    name: &'static str,
+    scope: Scope,
+    default: Option<&'static str>,
+    example: &'static str,
+    help: &'static str,
+) -> Variable {
+    Variable {
+        name,
+        scope,
+        default,
+        required: false,
+        secret: false,
+        example,
+        help,
+    }
+}
+
+const fn required(mut v: Variable) -> Variable {
+    v.required = true;
+    v
+}
+
+const fn secret(mut v: Variable) -> Variable {
+    v.secret = true;
+    v
+}
+
+/// Every variable, in the order the README lists them.
+pub const VARIABLES: &[Variable] = &[
+    var("CONFIG_URL", Scope::Both, None, "file:///etc/wharf/config.json",
+        "URL (file://, http://, https://) of a JSON object whose keys are these variable names; it supplies defaults, the environment overrides it; unreachable or invalid stops the process"),
+    var("ENVIRONMENT", Scope::Both, Some("development"), "prod",
+        "deployment name; Sentry environment and the `env` tag on every metric"),
+    required(var("REDIS_HOST", Scope::Both, None, "example.cache.amazonaws.com",
+        "Redis host holding the submission queue")),
+    var("REDIS_PORT", Scope::Both, Some("6379"), "6379", "Redis port"),
+    var("REDIS_DB", Scope::Both, Some("0"), "0", "Redis database number"),
+    secret(var("REDIS_PASSWORD", Scope::Both, None, "s3cret",
+        "Redis AUTH password (ElastiCache auth token)")),
+    var("REDIS_TLS", Scope::Both, Some("false"), "true",
+        "connect to Redis over TLS (ElastiCache in-transit encryption)"),
+    var("REDIS_TIMEOUT_MS", Scope::Both, Some("1000"), "1000",
+        "connect and per-command timeout for Redis, in milliseconds"),
+    secret(var("SENTRY_DSN", Scope::Both, None, "https://public:secret@sentry.example.com/1",
+        "Sentry DSN; empty or unset disables Sentry")),
+    var("STATSD_HOST", Scope::Both, None, "172.17.42.1",
+        "StatsD/DogStatsD host; unset drops metrics without error"),
+    var("STATSD_PORT", Scope::Both, Some("8125"), "8125", "StatsD UDP port"),
+    var("STATSD_PREFIX", Scope::Both, Some("wharf"), "wharf", "prefix of every metric name"),
+    var("LOG_FORMAT", Scope::Both, Some("json"), "pretty",
+        "`json` (MozLog, for production) or `pretty` (human-readable, for development)"),
+    var("LOG_LEVEL", Scope::Both, Some("info"), "info,wharf_web=debug",
+        "tracing filter directive"),
+    var("SHUTDOWN_GRACE_MS", Scope::Both, Some("8000"), "8000",
+        "on SIGTERM, time allowed to finish in-flight requests (web) or flush open batches (worker); fits docker stop's 10 s"),
+    var("HOST", Scope::Web, Some("0.0.0.0"), "0.0.0.0", "address the web role binds"),
+    var("PORT", Scope::Web, Some("8000"), "8000", "port the web role binds"),
+    var("MAX_BODY_BYTES", Scope::Web, Some("1048576"), "1048576",
+        "largest accepted submission body; larger gets 413"),
+    var("MAX_PATH_BYTES", Scope::Web, Some("10240"), "10240",
+        "longest accepted request path and query; longer gets 414"),
+    var("MAX_QUEUE_DEPTH", Scope::Web, Some("1000000"), "1000000",
+        "queue backlog above which submissions get 507 with Retry-After"),
+    var("QUEUE_DEPTH_WARNING", Scope::Web, Some("100000"), "100000",
+        "queue backlog above which __heartbeat__ reports a warning"),
+    var("ALLOWED_NAMESPACES", Scope::Web, Some(""), "telemetry,eng-workflow",
+        "comma-separated namespaces accepted by /submit; empty accepts all; others get 404"),
+    var("DROP_CLIENT_IP", Scope::Web, Some("false"), "true",
+        "drop remote_addr and x_forwarded_for before anything is stored (IPs are personal data)"),
+    var("HEARTBEAT_CACHE_MS", Scope::Web, Some("1000"), "1000",
+        "how long a __heartbeat__ result is reused; concurrent requests share one run"),
+    var("VERSION_FILE", Scope::Web, Some("/app/version.json"), "/app/version.json",
+        "Dockerflow version object served by __version__; missing falls back to build-time values"),
+    secret(var("ERROR_ENDPOINT_TOKEN", Scope::Web, None, "a-long-random-string",
+        "enables GET /__error__?token=...; unset disables the endpoint")),
+    required(var("S3_BUCKET", Scope::Worker, None, "com-example-dev-us-west-2-wharf",
+        "bucket the worker writes batches to")),
+    var("S3_PREFIX", Scope::Worker, Some(""), "landing/",
+        "prefix of every object key"),
+    var("S3_ENDPOINT_URL", Scope::Worker, None, "http://minio:9000",
+        "S3-compatible endpoint (path-style addressing), e.g. MinIO; unset uses AWS"),
+    var("BATCH_MAX_DOCUMENTS", Scope::Worker, Some("1000"), "1000",
+        "a batch is flushed when it holds this many documents"),
+    var("BATCH_MAX_BYTES", Scope::Worker, Some("8388608"), "8388608",
+        "a batch is flushed when its bodies reach this many bytes"),
+    var("BATCH_MAX_AGE_MS", Scope::Worker, Some("10000"), "10000",
+        "a batch is flushed when its oldest document is this old"),
+    var("MAX_OPEN_BATCHES", Scope::Worker, Some("64"), "64",
+        "most batches open at once; opening one more flushes the oldest"),
+    var("WORKER_FETCH_SIZE", Scope::Worker, Some("500"), "500",
+        "jobs a worker fetches and holds at once (apalis batch size and concurrency)"),
+    var("WORKER_POLL_INTERVAL_MS", Scope::Worker, Some("200"), "200",
+        "how often an idle worker polls for new jobs"),
+    var("WORKER_HEARTBEAT_MS", Scope::Worker, Some("5000"), "5000",
+        "worker heartbeat; a dead worker's jobs return after heartbeat x missed heartbeats"),
+    var("WORKER_MISSED_HEARTBEATS", Scope::Worker, Some("3"), "3",
+        "missed heartbeats after which a worker is presumed dead"),
+    var("MAX_ATTEMPTS", Scope::Worker, Some("10"), "10",
+        "attempts before a job is dead-lettered"),
+    var("LIVENESS_TTL_MS", Scope::Worker, Some("15000"), "15000",
+        "TTL of the liveness record each worker publishes for __heartbeat__"),
+];
+
+/// Looks a variable up by name.
+pub fn find(name: &str) -> Option<&'static Variable> {
+    VARIABLES.iter().find(|v| v.name == name)
+}

@@ -1,0 +1,381 @@
+//! Wharf's configuration: environment variables (read with envy) over optional `CONFIG_URL` defaults, validated all at once.
+//!
+//! Loading never stops at the first problem: every bad or missing variable is collected into one
+//! [`ConfigError`] so that an operator fixes a deployment in one pass.
+
+pub mod catalog;
+mod config_url;
+mod parse;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use config_url::ConfigUrlError;
+use parse::Parser;
+
+/// What the process is about to do; decides which variables are required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Web,
+    Worker,
+    /// `wharf canary`: talks to the web role over HTTP and reads S3 with the worker's settings.
+    Canary,
+    /// Tools that need Redis only (`wharf redrive`).
+    RedisTool,
+    /// `wharf config`: prints what it can, requires nothing.
+    Inspect,
+}
+
+/// A secret value: printed as `[redacted]` by `Debug` and by `wharf config`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisSettings {
+    pub host: String,
+    pub port: u16,
+    pub db: i64,
+    pub password: Option<Secret>,
+    pub tls: bool,
+    #[serde(serialize_with = "serialize_ms")]
+    pub timeout: Duration,
+}
+
+impl RedisSettings {
+    /// The connection URL, password included: never log it.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        let auth = match &self.password {
+            Some(p) => format!(":{}@", url_encode(p.expose())),
+            None => String::new(),
+        };
+        format!("{scheme}://{auth}{}:{}/{}", self.host, self.port, self.db)
+    }
+}
+
+fn url_encode(raw: &str) -> String {
+    url::form_urlencoded::byte_serialize(raw.as_bytes()).collect()
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsdSettings {
+    pub host: Option<String>,
+    pub port: u16,
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TelemetrySettings {
+    pub environment: String,
+    pub sentry_dsn: Option<Secret>,
+    pub statsd: StatsdSettings,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WebSettings {
+    pub host: String,
+    pub port: u16,
+    pub max_body_bytes: usize,
+    pub max_path_bytes: usize,
+    pub max_queue_depth: u64,
+    pub queue_depth_warning: u64,
+    /// Empty means every namespace is accepted.
+    pub allowed_namespaces: Vec<String>,
+    pub drop_client_ip: bool,
+    #[serde(serialize_with = "serialize_ms")]
+    pub heartbeat_cache: Duration,
+    pub version_file: String,
+    pub error_endpoint_token: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct S3Settings {
+    pub bucket: String,
+    pub prefix: String,
+    pub endpoint_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerSettings {
+    pub s3: S3Settings,
+    pub batch_max_documents: usize,
+    pub batch_max_bytes: usize,
+    #[serde(serialize_with = "serialize_ms")]
+    pub batch_max_age: Duration,
+    pub max_open_batches: usize,
+    pub fetch_size: usize,
+    #[serde(serialize_with = "serialize_ms")]
+    pub poll_interval: Duration,
+    #[serde(serialize_with = "serialize_ms")]
+    pub heartbeat: Duration,
+    pub missed_heartbeats: usize,
+    pub max_attempts: u32,
+    #[serde(serialize_with = "serialize_ms")]
+    pub liveness_ttl: Duration,
+}
+
+/// The whole effective configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub config_url: Option<String>,
+    pub telemetry: TelemetrySettings,
+    pub redis: RedisSettings,
+    #[serde(serialize_with = "serialize_ms")]
+    pub shutdown_grace: Duration,
+    pub web: WebSettings,
+    /// Present when the role needs S3 and `S3_BUCKET` was given.
+    pub worker: Option<WorkerSettings>,
+}
+
+fn serialize_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// One misconfigured variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub variable: String,
+    pub message: String,
+    pub example: String,
+}
+
+/// Everything wrong with the configuration, reported at once.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration ({} problem{}):\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, format_problems(.0))]
+    Invalid(Vec<Problem>),
+    #[error("CONFIG_URL could not be used: {0}")]
+    ConfigUrl(#[from] ConfigUrlError),
+}
+
+impl ConfigError {
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid(p) => p,
+            ConfigError::ConfigUrl(_) => &[],
+        }
+    }
+}
+
+fn format_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| {
+            format!(
+                "  - {}: {} (example: {}={})",
+                p.variable, p.message, p.variable, p.example
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The raw variables as envy reads them: all strings, so that parsing can report every problem.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+struct RawEnv {
+    config_url: Option<String>,
+    environment: Option<String>,
+    redis_host: Option<String>,
+    redis_port: Option<String>,
+    redis_db: Option<String>,
+    redis_password: Option<String>,
+    redis_tls: Option<String>,
+    redis_timeout_ms: Option<String>,
+    sentry_dsn: Option<String>,
+    statsd_host: Option<String>,
+    statsd_port: Option<String>,
+    statsd_prefix: Option<String>,
+    log_format: Option<String>,
+    log_level: Option<String>,
+    shutdown_grace_ms: Option<String>,
+    host: Option<String>,
+    port: Option<String>,
+    max_body_bytes: Option<String>,
+    max_path_bytes: Option<String>,
+    max_queue_depth: Option<String>,
+    queue_depth_warning: Option<String>,
+    allowed_namespaces: Option<String>,
+    drop_client_ip: Option<String>,
+    heartbeat_cache_ms: Option<String>,
+    version_file: Option<String>,
+    error_endpoint_token: Option<String>,
+    s3_bucket: Option<String>,
+    s3_prefix: Option<String>,
+    s3_endpoint_url: Option<String>,
+    batch_max_documents: Option<String>,
+    batch_max_bytes: Option<String>,
+    batch_max_age_ms: Option<String>,
+    max_open_batches: Option<String>,
+    worker_fetch_size: Option<String>,
+    worker_poll_interval_ms: Option<String>,
+    worker_heartbeat_ms: Option<String>,
+    worker_missed_heartbeats: Option<String>,
+    max_attempts: Option<String>,
+    liveness_ttl_ms: Option<String>,
+}
+
+impl RawEnv {
+    /// The values by variable name, skipping unset ones.
+    fn into_map(self) -> BTreeMap<String, String> {
+        let value = serde_json::to_value(self).unwrap_or_default();
+        let mut map = BTreeMap::new();
+        if let serde_json::Value::Object(fields) = value {
+            for (name, v) in fields {
+                if let serde_json::Value::String(s) = v {
+                    map.insert(name.to_ascii_uppercase(), s);
+                }
+            }
+        }
+        map
+    }
+}
+
+/// Loads the settings from the process environment.
+pub fn from_env(role: Role) -> Result<Settings, ConfigError> {
+    from_vars(role, std::env::vars())
+}
+
+/// Loads the settings from the given variables (the environment, or a test's map).
+pub fn from_vars(
+    role: Role,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<Settings, ConfigError> {
+    let vars: Vec<(String, String)> = vars.into_iter().collect();
+    let env: RawEnv = envy::from_iter(vars.iter().cloned()).map_err(|e| {
+        ConfigError::Invalid(vec![Problem {
+            variable: "environment".into(),
+            message: e.to_string(),
+            example: "valid UTF-8".into(),
+        }])
+    })?;
+    let config_url = env.config_url.clone().filter(|u| !u.trim().is_empty());
+    let mut values = match &config_url {
+        Some(url) => config_url::fetch_defaults(url)?,
+        None => BTreeMap::new(),
+    };
+    values.extend(env.into_map());
+    build(role, config_url, &values)
+}
+
+fn build(
+    role: Role,
+    config_url: Option<String>,
+    values: &BTreeMap<String, String>,
+) -> Result<Settings, ConfigError> {
+    let mut p = Parser::new(values, role);
+
+    let telemetry = TelemetrySettings {
+        environment: p.string("ENVIRONMENT"),
+        sentry_dsn: p.optional_url("SENTRY_DSN").map(Secret::new),
+        statsd: StatsdSettings {
+            host: p.optional("STATSD_HOST"),
+            port: p.number("STATSD_PORT"),
+            prefix: p.string("STATSD_PREFIX"),
+        },
+        log_format: p.choice(
+            "LOG_FORMAT",
+            &[("json", LogFormat::Json), ("pretty", LogFormat::Pretty)],
+            LogFormat::Json,
+        ),
+        log_level: p.string("LOG_LEVEL"),
+    };
+    let redis = RedisSettings {
+        host: p.required_for(
+            "REDIS_HOST",
+            matches!(role, Role::Web | Role::Worker | Role::RedisTool),
+        ),
+        port: p.number("REDIS_PORT"),
+        db: p.number("REDIS_DB"),
+        password: p.optional("REDIS_PASSWORD").map(Secret::new),
+        tls: p.boolean("REDIS_TLS"),
+        timeout: p.millis("REDIS_TIMEOUT_MS"),
+    };
+    let shutdown_grace = p.millis("SHUTDOWN_GRACE_MS");
+    let web = WebSettings {
+        host: p.string("HOST"),
+        port: p.number("PORT"),
+        max_body_bytes: p.positive("MAX_BODY_BYTES"),
+        max_path_bytes: p.positive("MAX_PATH_BYTES"),
+        max_queue_depth: p.positive("MAX_QUEUE_DEPTH"),
+        queue_depth_warning: p.positive("QUEUE_DEPTH_WARNING"),
+        allowed_namespaces: p.list("ALLOWED_NAMESPACES"),
+        drop_client_ip: p.boolean("DROP_CLIENT_IP"),
+        heartbeat_cache: p.millis("HEARTBEAT_CACHE_MS"),
+        version_file: p.string("VERSION_FILE"),
+        error_endpoint_token: p.optional("ERROR_ENDPOINT_TOKEN").map(Secret::new),
+    };
+    let needs_s3 = matches!(role, Role::Worker | Role::Canary);
+    let bucket = p.required_for("S3_BUCKET", needs_s3);
+    let worker = WorkerSettings {
+        s3: S3Settings {
+            bucket: bucket.clone(),
+            prefix: p.string("S3_PREFIX"),
+            endpoint_url: p.optional_url("S3_ENDPOINT_URL"),
+        },
+        batch_max_documents: p.positive("BATCH_MAX_DOCUMENTS"),
+        batch_max_bytes: p.positive("BATCH_MAX_BYTES"),
+        batch_max_age: p.millis("BATCH_MAX_AGE_MS"),
+        max_open_batches: p.positive("MAX_OPEN_BATCHES"),
+        fetch_size: p.positive("WORKER_FETCH_SIZE"),
+        poll_interval: p.millis("WORKER_POLL_INTERVAL_MS"),
+        heartbeat: p.millis("WORKER_HEARTBEAT_MS"),
+        missed_heartbeats: p.positive("WORKER_MISSED_HEARTBEATS"),
+        max_attempts: p.positive("MAX_ATTEMPTS"),
+        liveness_ttl: p.millis("LIVENESS_TTL_MS"),
+    };
+    if web.queue_depth_warning > web.max_queue_depth {
+        p.problem(
+            "QUEUE_DEPTH_WARNING",
+            format!(
+                "must not exceed MAX_QUEUE_DEPTH ({}), or the heartbeat warns only after submissions are refused",
+                web.max_queue_depth
+            ),
+        );
+    }
+    p.finish()?;
+    Ok(Settings {
+        config_url,
+        telemetry,
+        redis,
+        shutdown_grace,
+        web,
+        worker: (!bucket.is_empty()).then_some(worker),
+    })
+}
+
+#[cfg(test)]
+mod tests;

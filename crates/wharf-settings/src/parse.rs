@@ -1,0 +1,160 @@
+//! Typed parsing of raw variable values that records every problem instead of stopping at the first.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::catalog;
+use crate::{ConfigError, Problem, Role};
+
+pub(crate) struct Parser<'a> {
+    values: &'a BTreeMap<String, String>,
+    role: Role,
+    problems: Vec<Problem>,
+}
+
+impl<'a> Parser<'a> {
+    pub(crate) fn new(values: &'a BTreeMap<String, String>, role: Role) -> Self {
+        Self {
+            values,
+            role,
+            problems: Vec::new(),
+        }
+    }
+
+    pub(crate) fn problem(&mut self, name: &str, message: impl Into<String>) {
+        let example = catalog::find(name).map(|v| v.example).unwrap_or("");
+        self.problems.push(Problem {
+            variable: name.to_string(),
+            message: message.into(),
+            example: example.to_string(),
+        });
+    }
+
+    pub(crate) fn finish(self) -> Result<(), ConfigError> {
+        if self.problems.is_empty() || self.role == Role::Inspect {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(self.problems))
+        }
+    }
+
+    /// The given value, else the catalogue default; empty strings count as unset.
+    fn raw(&self, name: &str) -> Option<String> {
+        self.values
+            .get(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .or_else(|| {
+                catalog::find(name)
+                    .and_then(|v| v.default)
+                    .map(str::to_string)
+            })
+    }
+
+    pub(crate) fn string(&mut self, name: &str) -> String {
+        self.raw(name).unwrap_or_default()
+    }
+
+    pub(crate) fn optional(&mut self, name: &str) -> Option<String> {
+        self.raw(name)
+    }
+
+    pub(crate) fn optional_url(&mut self, name: &str) -> Option<String> {
+        let value = self.raw(name)?;
+        match url::Url::parse(&value) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(value),
+            Ok(_) => {
+                self.problem(name, "must be an http:// or https:// URL with a host");
+                None
+            }
+            Err(e) => {
+                self.problem(name, format!("is not a valid URL ({e})"));
+                None
+            }
+        }
+    }
+
+    pub(crate) fn required_for(&mut self, name: &str, needed: bool) -> String {
+        match self.raw(name) {
+            Some(v) => v,
+            None => {
+                if needed {
+                    self.problem(name, "is required but not set");
+                }
+                String::new()
+            }
+        }
+    }
+
+    pub(crate) fn number<T: FromStr + Default>(&mut self, name: &str) -> T {
+        let Some(value) = self.raw(name) else {
+            return T::default();
+        };
+        match value.parse::<T>() {
+            Ok(n) => n,
+            Err(_) => {
+                self.problem(name, format!("`{value}` is not a valid number in range"));
+                T::default()
+            }
+        }
+    }
+
+    pub(crate) fn positive<T: FromStr + Default + PartialOrd>(&mut self, name: &str) -> T {
+        let n: T = self.number(name);
+        if n <= T::default() && self.raw(name).and_then(|v| v.parse::<T>().ok()).is_some() {
+            self.problem(name, "must be greater than zero");
+        }
+        n
+    }
+
+    pub(crate) fn millis(&mut self, name: &str) -> Duration {
+        Duration::from_millis(self.number::<u64>(name))
+    }
+
+    pub(crate) fn boolean(&mut self, name: &str) -> bool {
+        let Some(value) = self.raw(name) else {
+            return false;
+        };
+        match value.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" => false,
+            _ => {
+                self.problem(name, format!("`{value}` is not a boolean (true or false)"));
+                false
+            }
+        }
+    }
+
+    pub(crate) fn list(&mut self, name: &str) -> Vec<String> {
+        self.raw(name)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn choice<T: Copy>(&mut self, name: &str, options: &[(&str, T)], fallback: T) -> T {
+        let Some(value) = self.raw(name) else {
+            return fallback;
+        };
+        match options
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(&value))
+        {
+            Some((_, v)) => *v,
+            None => {
+                let names: Vec<&str> = options.iter().map(|(k, _)| *k).collect();
+                self.problem(
+                    name,
+                    format!("`{value}` is not one of {}", names.join(", ")),
+                );
+                fallback
+            }
+        }
+    }
+}

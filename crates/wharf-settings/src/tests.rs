@@ -1,0 +1,139 @@
+//! Unit tests for loading, defaults, collected problems and CONFIG_URL layering.
+
+use super::*;
+
+fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn defaults_fill_everything_but_required_values() {
+    let s = from_vars(Role::Web, vars(&[("REDIS_HOST", "redis.local")])).unwrap();
+    assert_eq!(s.redis.host, "redis.local");
+    assert_eq!(s.redis.port, 6379);
+    assert_eq!(s.web.port, 8000);
+    assert_eq!(s.web.max_body_bytes, 1024 * 1024);
+    assert_eq!(s.telemetry.environment, "development");
+    assert_eq!(s.telemetry.log_format, LogFormat::Json);
+    assert!(s.telemetry.sentry_dsn.is_none());
+    assert!(s.telemetry.statsd.host.is_none());
+    assert!(s.worker.is_none(), "web without S3_BUCKET has no S3 settings");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let err = from_vars(
+        Role::Worker,
+        vars(&[
+            ("PORT", "eighty"),
+            ("REDIS_TLS", "maybe"),
+            ("SENTRY_DSN", "not a url"),
+            ("LOG_FORMAT", "xml"),
+            ("BATCH_MAX_DOCUMENTS", "0"),
+        ]),
+    )
+    .unwrap_err();
+    let names: Vec<&str> = err.problems().iter().map(|p| p.variable.as_str()).collect();
+    for expected in [
+        "REDIS_HOST",
+        "S3_BUCKET",
+        "PORT",
+        "REDIS_TLS",
+        "SENTRY_DSN",
+        "LOG_FORMAT",
+        "BATCH_MAX_DOCUMENTS",
+    ] {
+        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+    }
+    let text = err.to_string();
+    assert!(text.contains("7 problems"), "{text}");
+    assert!(text.contains("example: REDIS_HOST=example.cache.amazonaws.com"), "{text}");
+}
+
+#[test]
+fn empty_sentry_dsn_disables_sentry() {
+    let s = from_vars(Role::Web, vars(&[("REDIS_HOST", "r"), ("SENTRY_DSN", "")])).unwrap();
+    assert!(s.telemetry.sentry_dsn.is_none());
+}
+
+#[test]
+fn secrets_never_print() {
+    let s = from_vars(
+        Role::Worker,
+        vars(&[
+            ("REDIS_HOST", "r"),
+            ("REDIS_PASSWORD", "hunter2"),
+            ("SENTRY_DSN", "https://pub:topsecret@sentry.example.com/1"),
+            ("S3_BUCKET", "b"),
+            ("ERROR_ENDPOINT_TOKEN", "tok3n"),
+        ]),
+    )
+    .unwrap();
+    let json = serde_json::to_string(&s).unwrap();
+    let debug = format!("{s:?}");
+    for leaked in ["hunter2", "topsecret", "tok3n"] {
+        assert!(!json.contains(leaked), "{leaked} in {json}");
+        assert!(!debug.contains(leaked), "{leaked} in {debug}");
+    }
+    assert!(s.redis.url().contains("hunter2"), "the URL itself carries the password");
+}
+
+#[test]
+fn config_url_supplies_defaults_and_env_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(
+        &path,
+        r#"{"REDIS_HOST": "from-file", "PORT": 9000, "DROP_CLIENT_IP": true, "ALLOWED_NAMESPACES": ["a", "b"]}"#,
+    )
+    .unwrap();
+    let url = format!("file://{}", path.display());
+    let s = from_vars(
+        Role::Web,
+        vars(&[("CONFIG_URL", &url), ("PORT", "9100")]),
+    )
+    .unwrap();
+    assert_eq!(s.redis.host, "from-file");
+    assert_eq!(s.web.port, 9100, "the environment wins over the file");
+    assert!(s.web.drop_client_ip);
+    assert_eq!(s.web.allowed_namespaces, vec!["a", "b"]);
+}
+
+#[test]
+fn unreachable_or_invalid_config_url_is_an_error() {
+    let err = from_vars(
+        Role::Web,
+        vars(&[("CONFIG_URL", "file:///nonexistent/wharf.json")]),
+    )
+    .unwrap_err();
+    assert!(matches!(err, ConfigError::ConfigUrl(ConfigUrlError::Unreachable { .. })));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.json");
+    std::fs::write(&path, "[1, 2]").unwrap();
+    let err = from_vars(
+        Role::Web,
+        vars(&[("CONFIG_URL", &format!("file://{}", path.display()))]),
+    )
+    .unwrap_err();
+    assert!(matches!(err, ConfigError::ConfigUrl(ConfigUrlError::Invalid { .. })));
+
+    let err = from_vars(Role::Web, vars(&[("CONFIG_URL", "ftp://x/y.json")])).unwrap_err();
+    assert!(matches!(err, ConfigError::ConfigUrl(ConfigUrlError::Scheme { .. })));
+}
+
+#[test]
+fn raw_env_and_catalogue_name_the_same_variables() {
+    let raw_names: Vec<String> = match serde_json::to_value(RawEnv::default()).unwrap() {
+        serde_json::Value::Object(m) => m.keys().map(|k| k.to_ascii_uppercase()).collect(),
+        _ => unreachable!(),
+    };
+    let mut raw_sorted = raw_names.clone();
+    raw_sorted.sort();
+    let mut catalogue: Vec<String> = catalog::VARIABLES.iter().map(|v| v.name.to_string()).collect();
+    catalogue.sort();
+    assert_eq!(raw_sorted, catalogue);
+}
