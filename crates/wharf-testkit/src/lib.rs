@@ -1,0 +1,25 @@
+//! Real dependencies for Wharf's tests, each on a free port and torn down on drop: nothing on the wire is mocked.
+
+pub mod ports;
+pub mod redis_server;
+pub mod s3;
+pub mod sentry;
+pub mod statsd;
+
+/// Polls `check` every 20 ms until it returns true or `timeout` passes; returns whether it did.
+pub async fn eventually<F, Fut>(timeout: std::time::Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
