@@ -26,12 +26,10 @@ pub(crate) fn fetch_defaults(url: &str) -> Result<BTreeMap<String, String>, Conf
     })?;
     let body = match parsed.scheme() {
         "file" => {
-            let path = parsed
-                .to_file_path()
-                .map_err(|()| ConfigUrlError::BadUrl {
-                    url: url.to_string(),
-                    reason: "not a local file path".into(),
-                })?;
+            let path = parsed.to_file_path().map_err(|()| ConfigUrlError::BadUrl {
+                url: url.to_string(),
+                reason: "not a local file path".into(),
+            })?;
             std::fs::read_to_string(&path).map_err(|e| ConfigUrlError::Unreachable {
                 url: url.to_string(),
                 reason: e.to_string(),
@@ -56,7 +54,10 @@ fn fetch_http(url: &str) -> Result<String, ConfigUrlError> {
         .timeout(FETCH_TIMEOUT)
         .build()
         .map_err(|e| unreachable(e.to_string()))?;
-    let response = client.get(url).send().map_err(|e| unreachable(e.to_string()))?;
+    let response = client
+        .get(url)
+        .send()
+        .map_err(|e| unreachable(e.to_string()))?;
     let status = response.status();
     if !status.is_success() {
         return Err(unreachable(format!("HTTP status {status}")));
@@ -78,7 +79,9 @@ fn parse_document(url: &str, body: &str) -> Result<BTreeMap<String, String>, Con
     for (key, v) in fields {
         let name = key.to_ascii_uppercase();
         if name == "CONFIG_URL" {
-            return Err(invalid("CONFIG_URL cannot point to another CONFIG_URL".into()));
+            return Err(invalid(
+                "CONFIG_URL cannot point to another CONFIG_URL".into(),
+            ));
         }
         let text = match v {
             serde_json::Value::String(s) => s,
@@ -94,7 +97,9 @@ fn parse_document(url: &str, body: &str) -> Result<BTreeMap<String, String>, Con
                 .collect::<Vec<_>>()
                 .join(","),
             serde_json::Value::Object(_) => {
-                return Err(invalid(format!("`{key}` must be a string, number or boolean")))
+                return Err(invalid(format!(
+                    "`{key}` must be a string, number or boolean"
+                )))
             }
         };
         values.insert(name, text);

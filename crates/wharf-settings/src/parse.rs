@@ -142,10 +142,7 @@ impl<'a> Parser<'a> {
         let Some(value) = self.raw(name) else {
             return fallback;
         };
-        match options
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(&value))
-        {
+        match options.iter().find(|(k, _)| k.eq_ignore_ascii_case(&value)) {
             Some((_, v)) => *v,
             None => {
                 let names: Vec<&str> = options.iter().map(|(k, _)| *k).collect();

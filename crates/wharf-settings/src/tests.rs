@@ -20,7 +20,10 @@ fn defaults_fill_everything_but_required_values() {
     assert_eq!(s.telemetry.log_format, LogFormat::Json);
     assert!(s.telemetry.sentry_dsn.is_none());
     assert!(s.telemetry.statsd.host.is_none());
-    assert!(s.worker.is_none(), "web without S3_BUCKET has no S3 settings");
+    assert!(
+        s.worker.is_none(),
+        "web without S3_BUCKET has no S3 settings"
+    );
 }
 
 #[test]
@@ -46,11 +49,17 @@ fn every_problem_is_reported_at_once() {
         "LOG_FORMAT",
         "BATCH_MAX_DOCUMENTS",
     ] {
-        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
     }
     let text = err.to_string();
     assert!(text.contains("7 problems"), "{text}");
-    assert!(text.contains("example: REDIS_HOST=example.cache.amazonaws.com"), "{text}");
+    assert!(
+        text.contains("example: REDIS_HOST=example.cache.amazonaws.com"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -78,7 +87,10 @@ fn secrets_never_print() {
         assert!(!json.contains(leaked), "{leaked} in {json}");
         assert!(!debug.contains(leaked), "{leaked} in {debug}");
     }
-    assert!(s.redis.url().contains("hunter2"), "the URL itself carries the password");
+    assert!(
+        s.redis.url().contains("hunter2"),
+        "the URL itself carries the password"
+    );
 }
 
 #[test]
@@ -91,11 +103,7 @@ fn config_url_supplies_defaults_and_env_overrides() {
     )
     .unwrap();
     let url = format!("file://{}", path.display());
-    let s = from_vars(
-        Role::Web,
-        vars(&[("CONFIG_URL", &url), ("PORT", "9100")]),
-    )
-    .unwrap();
+    let s = from_vars(Role::Web, vars(&[("CONFIG_URL", &url), ("PORT", "9100")])).unwrap();
     assert_eq!(s.redis.host, "from-file");
     assert_eq!(s.web.port, 9100, "the environment wins over the file");
     assert!(s.web.drop_client_ip);
@@ -109,7 +117,10 @@ fn unreachable_or_invalid_config_url_is_an_error() {
         vars(&[("CONFIG_URL", "file:///nonexistent/wharf.json")]),
     )
     .unwrap_err();
-    assert!(matches!(err, ConfigError::ConfigUrl(ConfigUrlError::Unreachable { .. })));
+    assert!(matches!(
+        err,
+        ConfigError::ConfigUrl(ConfigUrlError::Unreachable { .. })
+    ));
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.json");
@@ -119,10 +130,16 @@ fn unreachable_or_invalid_config_url_is_an_error() {
         vars(&[("CONFIG_URL", &format!("file://{}", path.display()))]),
     )
     .unwrap_err();
-    assert!(matches!(err, ConfigError::ConfigUrl(ConfigUrlError::Invalid { .. })));
+    assert!(matches!(
+        err,
+        ConfigError::ConfigUrl(ConfigUrlError::Invalid { .. })
+    ));
 
     let err = from_vars(Role::Web, vars(&[("CONFIG_URL", "ftp://x/y.json")])).unwrap_err();
-    assert!(matches!(err, ConfigError::ConfigUrl(ConfigUrlError::Scheme { .. })));
+    assert!(matches!(
+        err,
+        ConfigError::ConfigUrl(ConfigUrlError::Scheme { .. })
+    ));
 }
 
 #[test]
@@ -133,7 +150,10 @@ fn raw_env_and_catalogue_name_the_same_variables() {
     };
     let mut raw_sorted = raw_names.clone();
     raw_sorted.sort();
-    let mut catalogue: Vec<String> = catalog::VARIABLES.iter().map(|v| v.name.to_string()).collect();
+    let mut catalogue: Vec<String> = catalog::VARIABLES
+        .iter()
+        .map(|v| v.name.to_string())
+        .collect();
     catalogue.sort();
     assert_eq!(raw_sorted, catalogue);
 }
