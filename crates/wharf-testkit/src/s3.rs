@@ -1,1 +1,259 @@
 //! An in-process S3-protocol server (s3s-fs) on a free port, backed by a temporary directory.
+//!
+//! The server runs on its own thread and runtime, so tests can stop it (every open connection is
+//! cut) and restart it on the same port to simulate an S3 outage, and can make it answer every
+//! request with `403 AccessDenied` to simulate a permanent failure.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+
+/// The access key the test server accepts.
+pub const ACCESS_KEY: &str = "wharf-test-access";
+/// The secret key the test server accepts.
+pub const SECRET_KEY: &str = "wharf-test-secret";
+
+/// Options for [`serve`]: where to store objects and which credentials to accept.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub root: PathBuf,
+    pub addr: SocketAddr,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+/// Serves S3 over HTTP on `listener` until `stop` resolves; every connection is cut on return.
+///
+/// While `deny` is true every request is answered `403 AccessDenied`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    root: &Path,
+    access_key: &str,
+    secret_key: &str,
+    deny: Arc<AtomicBool>,
+    stop: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let fs = s3s_fs::FileSystem::new(root).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+    let service = {
+        let mut builder = S3ServiceBuilder::new(fs);
+        builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
+        builder.build()
+    };
+    let http = ConnBuilder::new(TokioExecutor::new());
+    let mut connections = tokio::task::JoinSet::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let socket = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => socket,
+                Err(_) => continue,
+            },
+            () = stop.as_mut() => break,
+        };
+        let service = service.clone();
+        let deny = Arc::clone(&deny);
+        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let service = service.clone();
+            let deny = Arc::clone(&deny);
+            async move {
+                if deny.load(Ordering::SeqCst) {
+                    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+                    let mut response = http::Response::new(s3s::Body::from(body.to_string()));
+                    *response.status_mut() = http::StatusCode::FORBIDDEN;
+                    return Ok::<_, s3s::HttpError>(response);
+                }
+                service.call(req.map(s3s::Body::from)).await
+            }
+        });
+        let http = http.clone();
+        connections.spawn(async move {
+            let _ = http.serve_connection(TokioIo::new(socket), svc).await;
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// A running s3s-fs server with one bucket, on `127.0.0.1:{port}`.
+pub struct S3Server {
+    port: u16,
+    dir: tempfile::TempDir,
+    bucket: String,
+    deny: Arc<AtomicBool>,
+    running: Option<Running>,
+}
+
+impl S3Server {
+    /// Starts a server on a free port with the bucket `bucket` created.
+    pub fn start(bucket: &str) -> Self {
+        let server = Self::start_without_bucket(bucket);
+        server.create_bucket();
+        server
+    }
+
+    /// Starts a server whose bucket does not exist yet (see [`S3Server::create_bucket`]).
+    pub fn start_without_bucket(bucket: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let mut server = Self {
+            port: 0,
+            dir,
+            bucket: bucket.to_string(),
+            deny: Arc::new(AtomicBool::new(false)),
+            running: None,
+        };
+        server.restart();
+        server
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The directory holding the buckets (one sub-directory per bucket).
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Environment variables that point the worker (and the AWS SDK) at this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("S3_BUCKET".into(), self.bucket.clone()),
+            ("S3_ENDPOINT_URL".into(), self.endpoint()),
+            ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()),
+            ("AWS_REGION".into(), "us-east-1".into()),
+        ]
+    }
+
+    pub fn create_bucket(&self) {
+        std::fs::create_dir_all(self.dir.path().join(&self.bucket))
+            .unwrap_or_else(|e| panic!("create bucket dir: {e}"));
+    }
+
+    /// While set, every request is answered `403 AccessDenied` (a permanent failure).
+    pub fn set_denying(&self, deny: bool) {
+        self.deny.store(deny, Ordering::SeqCst);
+    }
+
+    /// Stops the server: the port refuses connections and open connections are cut.
+    pub fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            let _ = running.stop.send(());
+            let _ = running.thread.join();
+        }
+    }
+
+    /// Starts the server again, on the same port once it has had one.
+    pub fn restart(&mut self) {
+        assert!(self.running.is_none(), "s3 server already running");
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let std_listener = bind_retrying(addr);
+        self.port = std_listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("s3 addr: {e}"))
+            .port();
+        let root = self.dir.path().to_path_buf();
+        let deny = Arc::clone(&self.deny);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| panic!("s3 runtime: {e}"));
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener)
+                    .unwrap_or_else(|e| panic!("s3 listener: {e}"));
+                let _ = serve(listener, &root, ACCESS_KEY, SECRET_KEY, deny, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            });
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        });
+        self.running = Some(Running {
+            stop: stop_tx,
+            thread,
+        });
+    }
+
+    /// Every object key in the bucket (relative to the bucket, '/'-separated), sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let base = self.dir.path().join(&self.bucket);
+        let mut out = Vec::new();
+        collect(&base, &base, &mut out);
+        out.sort();
+        out
+    }
+
+    /// The bytes of one object.
+    pub fn object(&self, key: &str) -> Vec<u8> {
+        std::fs::read(self.dir.path().join(&self.bucket).join(key))
+            .unwrap_or_else(|e| panic!("read object {key}: {e}"))
+    }
+}
+
+fn bind_retrying(addr: SocketAddr) -> std::net::TcpListener {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => {
+                l.set_nonblocking(true)
+                    .unwrap_or_else(|e| panic!("nonblocking: {e}"));
+                return l;
+            }
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("bind s3 server on {addr}: {e}"),
+        }
+    }
+}
+
+fn collect(base: &Path, dir: &Path, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            collect(base, &path, out);
+        } else if let Ok(rel) = path.strip_prefix(base) {
+            out.push(rel.to_string_lossy().replace('\\', "/"));
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,390 @@
+//! Batching: groups submissions by (namespace, docType, docVersion, hour) and decides when a batch is flushed.
+//!
+//! This module is pure bookkeeping (no I/O), so its flushing rules are unit-tested directly; the
+//! [`crate::batcher`] task drives it and uploads what it hands out.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// The group a submission lands in: one S3 prefix per group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BatchKey {
+    pub namespace: String,
+    pub doc_type: String,
+    pub doc_version: String,
+    /// Submission hour, UTC, formatted `YYYY-MM-DD/HH`.
+    pub hour: String,
+}
+
+impl BatchKey {
+    pub fn new(namespace: &str, doc_type: &str, doc_version: &str, at: DateTime<Utc>) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            doc_type: doc_type.to_string(),
+            doc_version: doc_version.to_string(),
+            hour: at.format("%Y-%m-%d/%H").to_string(),
+        }
+    }
+
+    /// `{prefix}{namespace}/{docType}/{docVersion}/{YYYY-MM-DD}/{HH}/{batch id}.ndjson.gz`
+    pub fn object_key(&self, prefix: &str, batch_id: &str) -> String {
+        format!(
+            "{prefix}{}/{}/{}/{}/{batch_id}.ndjson.gz",
+            self.namespace, self.doc_type, self.doc_version, self.hour
+        )
+    }
+}
+
+/// One NDJSON line: the edge-spec attributes and the body, base64, exactly as received.
+#[derive(Serialize)]
+pub struct Line<'a> {
+    pub attributes: &'a BTreeMap<String, String>,
+    pub data: &'a str,
+}
+
+/// Limits that close a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_documents: usize,
+    pub max_bytes: usize,
+    pub max_age: Duration,
+    pub max_open: usize,
+    /// Documents the worker can hold at once (its handler concurrency): when every one of them
+    /// is waiting in a batch, no more can arrive, so the biggest batch is flushed at once.
+    pub capacity: usize,
+}
+
+/// Why a batch was flushed (the `reason` tag of `worker.batch.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushReason {
+    Count,
+    Bytes,
+    Age,
+    /// More than `max_open` batches were open: the oldest one goes.
+    OpenBatches,
+    /// Every document the worker can hold is waiting in a batch.
+    Capacity,
+    /// Graceful shutdown.
+    Drain,
+}
+
+impl FlushReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlushReason::Count => "count",
+            FlushReason::Bytes => "bytes",
+            FlushReason::Age => "age",
+            FlushReason::OpenBatches => "open_batches",
+            FlushReason::Capacity => "capacity",
+            FlushReason::Drain => "drain",
+        }
+    }
+}
+
+/// A document waiting in a batch, with whatever the caller needs to acknowledge it (`A`).
+#[derive(Debug)]
+pub struct Entry<A> {
+    pub task_id: String,
+    pub line: Vec<u8>,
+    pub body_bytes: usize,
+    pub ack: A,
+}
+
+/// A closed batch, ready to upload.
+#[derive(Debug)]
+pub struct Batch<A> {
+    pub key: BatchKey,
+    pub entries: Vec<Entry<A>>,
+    pub body_bytes: usize,
+    pub reason: FlushReason,
+}
+
+impl<A> Batch<A> {
+    /// Derived from the batch's contents (its sorted task ids), so that uploading the same batch
+    /// again overwrites the same object.
+    pub fn id(&self) -> String {
+        let mut ids: Vec<&str> = self.entries.iter().map(|e| e.task_id.as_str()).collect();
+        ids.sort_unstable();
+        let mut hash = Sha256::new();
+        for id in ids {
+            hash.update(id.as_bytes());
+            hash.update(b"\n");
+        }
+        hex::encode(&hash.finalize()[..16])
+    }
+
+    /// The gzip NDJSON object: lines ordered by task id, so the bytes are the same on every retry.
+    pub fn encode(&mut self) -> std::io::Result<Vec<u8>> {
+        self.entries.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+        let raw: usize = self.entries.iter().map(|e| e.line.len() + 1).sum();
+        let mut gz = GzEncoder::new(Vec::with_capacity(raw / 3 + 64), Compression::fast());
+        for entry in &self.entries {
+            gz.write_all(&entry.line)?;
+            gz.write_all(b"\n")?;
+        }
+        gz.finish()
+    }
+}
+
+struct Open<A> {
+    opened: Instant,
+    entries: Vec<Entry<A>>,
+    body_bytes: usize,
+}
+
+/// The open batches and the rules that close them.
+pub struct Batches<A> {
+    limits: Limits,
+    open: HashMap<BatchKey, Open<A>>,
+    /// Documents in open batches.
+    waiting: usize,
+}
+
+impl<A> Batches<A> {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            open: HashMap::new(),
+            waiting: 0,
+        }
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.waiting
+    }
+
+    /// Adds a document; returns the batches that must be flushed now.
+    ///
+    /// `uploading` is the number of documents in batches being uploaded (they still occupy the
+    /// worker's capacity).
+    pub fn add(
+        &mut self,
+        key: BatchKey,
+        entry: Entry<A>,
+        now: Instant,
+        uploading: usize,
+    ) -> Vec<Batch<A>> {
+        let mut out = Vec::new();
+        if !self.open.contains_key(&key) && self.open.len() >= self.limits.max_open {
+            if let Some(oldest) = self.oldest() {
+                out.extend(self.take(&oldest, FlushReason::OpenBatches));
+            }
+        }
+        let batch = self.open.entry(key.clone()).or_insert_with(|| Open {
+            opened: now,
+            entries: Vec::new(),
+            body_bytes: 0,
+        });
+        batch.body_bytes += entry.body_bytes;
+        batch.entries.push(entry);
+        self.waiting += 1;
+        let reason = if batch.entries.len() >= self.limits.max_documents {
+            Some(FlushReason::Count)
+        } else if batch.body_bytes >= self.limits.max_bytes {
+            Some(FlushReason::Bytes)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            out.extend(self.take(&key, reason));
+        }
+        if self.waiting + uploading >= self.limits.capacity {
+            if let Some(biggest) = self.biggest() {
+                out.extend(self.take(&biggest, FlushReason::Capacity));
+            }
+        }
+        out
+    }
+
+    /// When the next batch reaches its maximum age.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.open
+            .values()
+            .map(|b| b.opened + self.limits.max_age)
+            .min()
+    }
+
+    /// The batches that have reached their maximum age.
+    pub fn expired(&mut self, now: Instant) -> Vec<Batch<A>> {
+        let max_age = self.limits.max_age;
+        let keys: Vec<BatchKey> = self
+            .open
+            .iter()
+            .filter(|(_, b)| b.opened + max_age <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.iter()
+            .filter_map(|k| self.take(k, FlushReason::Age))
+            .collect()
+    }
+
+    /// Every open batch (graceful shutdown).
+    pub fn drain(&mut self) -> Vec<Batch<A>> {
+        let keys: Vec<BatchKey> = self.open.keys().cloned().collect();
+        keys.iter()
+            .filter_map(|k| self.take(k, FlushReason::Drain))
+            .collect()
+    }
+
+    fn oldest(&self) -> Option<BatchKey> {
+        self.open
+            .iter()
+            .min_by_key(|(_, b)| b.opened)
+            .map(|(k, _)| k.clone())
+    }
+
+    fn biggest(&self) -> Option<BatchKey> {
+        self.open
+            .iter()
+            .max_by_key(|(_, b)| b.entries.len())
+            .map(|(k, _)| k.clone())
+    }
+
+    fn take(&mut self, key: &BatchKey, reason: FlushReason) -> Option<Batch<A>> {
+        let open = self.open.remove(key)?;
+        self.waiting -= open.entries.len();
+        Some(Batch {
+            key: key.clone(),
+            entries: open.entries,
+            body_bytes: open.body_bytes,
+            reason,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            max_documents: 3,
+            max_bytes: 100,
+            max_age: Duration::from_secs(10),
+            max_open: 2,
+            capacity: 1000,
+        }
+    }
+
+    fn key(ns: &str) -> BatchKey {
+        BatchKey {
+            namespace: ns.into(),
+            doc_type: "t".into(),
+            doc_version: "1".into(),
+            hour: "2024-05-06/07".into(),
+        }
+    }
+
+    fn entry(id: &str, bytes: usize) -> Entry<()> {
+        Entry {
+            task_id: id.into(),
+            line: id.as_bytes().to_vec(),
+            body_bytes: bytes,
+            ack: (),
+        }
+    }
+
+    #[test]
+    fn flushes_by_count() {
+        let mut b = Batches::new(limits());
+        let now = Instant::now();
+        assert!(b.add(key("a"), entry("1", 1), now, 0).is_empty());
+        assert!(b.add(key("a"), entry("2", 1), now, 0).is_empty());
+        let out = b.add(key("a"), entry("3", 1), now, 0);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].reason, FlushReason::Count);
+        assert_eq!(out[0].entries.len(), 3);
+        assert_eq!(b.waiting(), 0);
+    }
+
+    #[test]
+    fn flushes_by_bytes() {
+        let mut b = Batches::new(limits());
+        let now = Instant::now();
+        assert!(b.add(key("a"), entry("1", 60), now, 0).is_empty());
+        let out = b.add(key("a"), entry("2", 40), now, 0);
+        assert_eq!(out[0].reason, FlushReason::Bytes);
+    }
+
+    #[test]
+    fn flushes_by_age() {
+        let mut b = Batches::new(limits());
+        let now = Instant::now();
+        b.add(key("a"), entry("1", 1), now, 0);
+        assert_eq!(b.next_deadline(), Some(now + Duration::from_secs(10)));
+        assert!(b.expired(now + Duration::from_secs(9)).is_empty());
+        let out = b.expired(now + Duration::from_secs(10));
+        assert_eq!(out[0].reason, FlushReason::Age);
+        assert_eq!(b.open_count(), 0);
+    }
+
+    #[test]
+    fn bounds_open_batches_by_flushing_the_oldest() {
+        let mut b = Batches::new(limits());
+        let t0 = Instant::now();
+        b.add(key("a"), entry("1", 1), t0, 0);
+        b.add(key("b"), entry("2", 1), t0 + Duration::from_millis(1), 0);
+        let out = b.add(key("c"), entry("3", 1), t0 + Duration::from_millis(2), 0);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].key, key("a"));
+        assert_eq!(out[0].reason, FlushReason::OpenBatches);
+        assert_eq!(b.open_count(), 2);
+    }
+
+    #[test]
+    fn flushes_the_biggest_batch_when_capacity_is_exhausted() {
+        let mut b = Batches::new(Limits {
+            capacity: 4,
+            ..limits()
+        });
+        let now = Instant::now();
+        b.add(key("a"), entry("1", 1), now, 0);
+        b.add(key("a"), entry("2", 1), now, 0);
+        let out = b.add(key("b"), entry("3", 1), now, 1);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].key, key("a"));
+        assert_eq!(out[0].reason, FlushReason::Capacity);
+    }
+
+    #[test]
+    fn batch_id_depends_on_contents_only() {
+        let mut b1 = Batches::new(limits());
+        let mut b2 = Batches::new(limits());
+        let now = Instant::now();
+        b1.add(key("a"), entry("x", 1), now, 0);
+        b1.add(key("a"), entry("y", 1), now, 0);
+        b2.add(key("a"), entry("y", 1), now, 0);
+        b2.add(key("a"), entry("x", 1), now, 0);
+        let mut one = b1.drain().remove(0);
+        let mut two = b2.drain().remove(0);
+        assert_eq!(one.id(), two.id());
+        assert_eq!(one.encode().unwrap(), two.encode().unwrap());
+    }
+
+    #[test]
+    fn object_key_layout() {
+        let k = BatchKey::new(
+            "telemetry",
+            "main",
+            "4",
+            DateTime::parse_from_rfc3339("2024-05-06T07:08:09Z")
+                .unwrap()
+                .with_timezone(&Utc),
+        );
+        assert_eq!(
+            k.object_key("landing/", "abc"),
+            "landing/telemetry/main/4/2024-05-06/07/abc.ndjson.gz"
+        );
+    }
+}

@@ -1,0 +1,48 @@
+//! Worker names: unique per process (`{hostname}-{pid}-{random}`), so a restarted or replaced worker never collides with a dead one.
+
+/// The name of this process, used for the liveness record.
+pub fn process_name() -> String {
+    let host = hostname();
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &random[..6])
+}
+
+/// The apalis worker name for one (re)start of the consumer inside this process.
+///
+/// apalis-redis refuses to register a name seen within heartbeat x missed heartbeats, and a
+/// failed registration ends the worker with exit status 0; a fresh name per start avoids both.
+pub fn generation_name(process: &str, generation: usize) -> String {
+    format!("{process}-g{generation}")
+}
+
+fn hostname() -> String {
+    let raw = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .unwrap_or_else(|| "worker".to_string());
+    raw.trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_per_process_and_generation() {
+        let a = process_name();
+        let b = process_name();
+        assert_ne!(a, b);
+        assert!(a.contains(&std::process::id().to_string()));
+        assert_ne!(generation_name(&a, 0), generation_name(&a, 1));
+    }
+}

@@ -1,0 +1,177 @@
+//! The S3 sink: the aws-sdk-s3 client (standard credential chain, optional path-style endpoint), PutObject and HeadBucket with errors classified.
+
+use std::time::Duration;
+
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{BehaviorVersion, Region};
+use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use wharf_settings::S3Settings;
+
+/// How a failed S3 call should be treated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum S3Failure {
+    /// Network trouble, timeouts, 5xx, throttling: retry in place, the jobs stay unacknowledged.
+    Transient(String),
+    /// The request itself is refused (403, 404, 400...): retrying in place will not help.
+    Permanent(String),
+}
+
+impl S3Failure {
+    pub fn message(&self) -> &str {
+        match self {
+            S3Failure::Transient(m) | S3Failure::Permanent(m) => m,
+        }
+    }
+}
+
+/// Why the bucket check at start-up failed, worded for an operator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BucketProblem {
+    #[error(
+        "S3 bucket {bucket:?} does not exist (HeadBucket answered 404); create it or fix S3_BUCKET"
+    )]
+    Missing { bucket: String },
+    #[error("S3 refused access to bucket {bucket:?} (HTTP {status}): check the worker's AWS credentials and the bucket policy")]
+    AccessDenied { bucket: String, status: u16 },
+    #[error("S3 bucket {bucket:?} check failed with HTTP {status}: {detail}")]
+    Other {
+        bucket: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("S3 endpoint unreachable while checking bucket {bucket:?}: {detail}")]
+    Unreachable { bucket: String, detail: String },
+    #[error("S3 client misconfigured (credentials or region?): {detail}")]
+    Client { detail: String },
+}
+
+impl BucketProblem {
+    /// A short, stable name for the kind of problem (log field and metric tag).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BucketProblem::Missing { .. } => "bucket_missing",
+            BucketProblem::AccessDenied { .. } => "access_denied",
+            BucketProblem::Other { .. } => "http_error",
+            BucketProblem::Unreachable { .. } => "unreachable",
+            BucketProblem::Client { .. } => "client",
+        }
+    }
+}
+
+/// An S3 client bound to the destination bucket.
+#[derive(Clone, Debug)]
+pub struct S3Sink {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl S3Sink {
+    /// Builds the client from the standard AWS chain (environment, profile, container or
+    /// instance role); `S3_ENDPOINT_URL` switches to that endpoint with path-style addressing.
+    ///
+    /// The SDK's own retries are off: [`crate::batcher`] retries with its own backoff and
+    /// keeps the jobs unacknowledged meanwhile.
+    pub async fn new(settings: &S3Settings) -> Self {
+        let shared = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        let region = shared
+            .region()
+            .cloned()
+            .unwrap_or_else(|| Region::new("us-east-1"));
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .region(region)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_attempt_timeout(Duration::from_secs(60))
+                    .build(),
+            );
+        if let Some(url) = &settings.endpoint_url {
+            builder = builder.endpoint_url(url).force_path_style(true);
+        }
+        Self {
+            client: aws_sdk_s3::Client::from_conf(builder.build()),
+            bucket: settings.bucket.clone(),
+            prefix: settings.prefix.clone(),
+        }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
+    /// HeadBucket, with the failure explained.
+    pub async fn check_bucket(&self) -> Result<(), BucketProblem> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) => {
+                let status = e.raw().status().as_u16();
+                let bucket = self.bucket.clone();
+                Err(match status {
+                    404 => BucketProblem::Missing { bucket },
+                    401 | 403 => BucketProblem::AccessDenied { bucket, status },
+                    _ => BucketProblem::Other {
+                        bucket,
+                        status,
+                        detail: DisplayErrorContext(&e.into_err()).to_string(),
+                    },
+                })
+            }
+            Err(e @ SdkError::ConstructionFailure(_)) => Err(BucketProblem::Client {
+                detail: DisplayErrorContext(&e).to_string(),
+            }),
+            Err(e) => Err(BucketProblem::Unreachable {
+                bucket: self.bucket.clone(),
+                detail: DisplayErrorContext(&e).to_string(),
+            }),
+        }
+    }
+
+    /// One PutObject.
+    pub async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), S3Failure> {
+        let result = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/x-ndjson")
+            .content_encoding("gzip")
+            .body(ByteStream::from(body))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) => {
+                let status = e.raw().status().as_u16();
+                let message = format!(
+                    "PutObject {key}: HTTP {status}: {}",
+                    DisplayErrorContext(e.err())
+                );
+                if status >= 500 || status == 408 || status == 429 {
+                    Err(S3Failure::Transient(message))
+                } else {
+                    Err(S3Failure::Permanent(message))
+                }
+            }
+            Err(e @ SdkError::ConstructionFailure(_)) => Err(S3Failure::Permanent(format!(
+                "PutObject {key}: {}",
+                DisplayErrorContext(&e)
+            ))),
+            Err(e) => Err(S3Failure::Transient(format!(
+                "PutObject {key}: {}",
+                DisplayErrorContext(&e)
+            ))),
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Start-up checks: Redis (PING) and the S3 bucket (HeadBucket), retried with backoff, one error event per failing dependency.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use wharf_settings::RedisSettings;
+
+use crate::backoff::Backoff;
+use crate::sink::S3Sink;
+use crate::stop::Stop;
+
+/// Tracks one dependency so that a failure is reported once (log line + Sentry event) until it recovers.
+#[derive(Default)]
+struct Dependency {
+    reported: Option<String>,
+    ok: bool,
+}
+
+impl Dependency {
+    fn failed(&mut self, name: &str, kind: &str, message: &str) {
+        self.ok = false;
+        if self.reported.as_deref() != Some(kind) {
+            tracing::error!(
+                dependency = name,
+                problem = kind,
+                "{message}; retrying with backoff"
+            );
+            self.reported = Some(kind.to_string());
+        } else {
+            tracing::debug!(
+                dependency = name,
+                problem = kind,
+                "{message}; still retrying"
+            );
+        }
+    }
+
+    fn succeeded(&mut self, name: &str) {
+        if self.reported.take().is_some() {
+            tracing::info!(dependency = name, "{name} is available again");
+        }
+        self.ok = true;
+    }
+}
+
+/// Waits until Redis answers PING and the bucket answers HeadBucket. Returns false if `stop`
+/// fired first.
+pub async fn wait_for_dependencies(
+    redis: &mut ConnectionManager,
+    redis_settings: &RedisSettings,
+    sink: &S3Sink,
+    stop: &Stop,
+) -> bool {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut redis_dep = Dependency::default();
+    let mut s3_dep = Dependency::default();
+    loop {
+        if !redis_dep.ok {
+            match wharf_queue::connection::ping(redis).await {
+                Ok(()) => redis_dep.succeeded("redis"),
+                Err(e) => redis_dep.failed(
+                    "redis",
+                    "unreachable",
+                    &format!(
+                        "cannot reach Redis at {}:{} (db {}): {e}",
+                        redis_settings.host, redis_settings.port, redis_settings.db
+                    ),
+                ),
+            }
+        }
+        if !s3_dep.ok {
+            match sink.check_bucket().await {
+                Ok(()) => s3_dep.succeeded("s3"),
+                Err(problem) => s3_dep.failed("s3", problem.kind(), &problem.to_string()),
+            }
+        }
+        if redis_dep.ok && s3_dep.ok {
+            return true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff.next_delay()) => {}
+            () = stop.wait() => return false,
+        }
+    }
+}
