@@ -316,3 +316,37 @@ impl Drop for WorkerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// The messages of the error-level events (not breadcrumbs, sessions or client reports) in the
+/// envelopes a Sentry listener received.
+pub fn sentry_errors(envelopes: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for envelope in envelopes {
+        let mut lines = envelope.lines();
+        let _header = lines.next();
+        while let Some(item_header) = lines.next() {
+            let Some(payload) = lines.next() else { break };
+            let Ok(header) = serde_json::from_str::<serde_json::Value>(item_header) else {
+                continue;
+            };
+            if header["type"] != "event" {
+                continue;
+            }
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(payload) else {
+                continue;
+            };
+            // Sentry's protocol leaves `level` out for the default, "error".
+            let level = event["level"].as_str().unwrap_or("error");
+            if level != "error" && level != "fatal" {
+                continue;
+            }
+            let message = event["message"]
+                .as_str()
+                .or_else(|| event["logentry"]["message"].as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| event["exception"].to_string());
+            out.push(message);
+        }
+    }
+    out
+}
