@@ -63,7 +63,7 @@ pub async fn purge_loop(mut conn: ConnectionManager, period: Duration) {
             Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "could not purge acknowledged jobs"),
         }
-        if rounds % 60 == 0 {
+        if rounds.is_multiple_of(60) {
             if let Err(e) = queue_ops::prune_worker_metadata(&mut conn).await {
                 tracing::debug!(error = %e, "could not prune worker metadata");
             }
