@@ -4,11 +4,13 @@ pub mod metrics;
 pub mod mozlog;
 pub mod sentry_setup;
 
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 use wharf_settings::{LogFormat, TelemetrySettings};
 
+pub use cadence::StatsdClient;
 pub use metrics::build_metrics;
 
 /// Keeps Sentry alive for the life of the process; dropping it flushes pending events.
@@ -39,8 +41,9 @@ pub fn init(
     };
     tracing_subscriber::registry()
         .with(output.with_filter(filter))
-        .with(sentry::integrations::tracing::ErrorLayer::new())
-        .with(sentry::integrations::tracing::BreadcrumbLayer::new())
+        // Both Sentry layers take every event they are given: the filters decide what is sent.
+        .with(sentry::integrations::tracing::ErrorLayer::new().with_filter(LevelFilter::ERROR))
+        .with(sentry::integrations::tracing::BreadcrumbLayer::new().with_filter(LevelFilter::INFO))
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
     Ok(TelemetryGuard { _sentry: sentry })

@@ -1,0 +1,230 @@
+//! Mozilla's edge-server rules: which submission paths are valid, and which request metadata becomes attributes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use http::{HeaderMap, Method, Uri, Version};
+use wharf_queue::Route;
+
+/// The namespace whose URLs use the legacy telemetry dimension order.
+pub const TELEMETRY: &str = "telemetry";
+
+/// The doc version recorded for telemetry submissions, whose URLs carry none (the payload is never opened).
+pub const TELEMETRY_DOC_VERSION: &str = "unversioned";
+
+/// Why a submission path was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathError {
+    /// 404: the path is not a submission URL for its namespace (for example a telemetry-form URL
+    /// in another namespace), or the namespace is not accepted here.
+    NotFound(&'static str),
+    /// 400: the shape is right but a part is malformed (for example a docId that is not a UUID).
+    BadRequest(String),
+}
+
+/// Parses the part of a submission path after `/submit/`.
+pub fn parse_route(rest: &str, allowed_namespaces: &[String]) -> Result<Route, PathError> {
+    let segments: Vec<&str> = rest.split('/').collect();
+    let namespace = segments.first().copied().unwrap_or_default();
+    if namespace.is_empty() {
+        return Err(PathError::NotFound("no namespace in the path"));
+    }
+    if !allowed_namespaces.is_empty() && !allowed_namespaces.iter().any(|n| n == namespace) {
+        return Err(PathError::NotFound("unknown namespace"));
+    }
+    let route = if namespace == TELEMETRY {
+        // /submit/telemetry/docId/docType/appName/appVersion/appUpdateChannel/appBuildID
+        let [_, doc_id, doc_type, _app_name, _app_version, _channel, _build_id] = segments[..]
+        else {
+            return Err(PathError::NotFound(
+                "telemetry paths are /submit/telemetry/<docId>/<docType>/<appName>/<appVersion>/<appUpdateChannel>/<appBuildID>",
+            ));
+        };
+        Route {
+            namespace: namespace.to_string(),
+            doc_type: doc_type.to_string(),
+            doc_version: TELEMETRY_DOC_VERSION.to_string(),
+            doc_id: doc_id.to_string(),
+        }
+    } else {
+        let [_, doc_type, doc_version, doc_id] = segments[..] else {
+            return Err(PathError::NotFound(
+                "submission paths are /submit/<namespace>/<docType>/<docVersion>/<docId>",
+            ));
+        };
+        Route {
+            namespace: namespace.to_string(),
+            doc_type: doc_type.to_string(),
+            doc_version: doc_version.to_string(),
+            doc_id: doc_id.to_string(),
+        }
+    };
+    for (name, value) in [
+        ("namespace", &route.namespace),
+        ("docType", &route.doc_type),
+        ("docVersion", &route.doc_version),
+    ] {
+        if !is_dimension(value) {
+            return Err(PathError::BadRequest(format!(
+                "{name} must be 1-100 characters of letters, digits, '-', '_' or '.'"
+            )));
+        }
+    }
+    if segments.iter().any(|s| s.is_empty()) {
+        return Err(PathError::BadRequest("empty path segment".into()));
+    }
+    if uuid::Uuid::try_parse(&route.doc_id).is_err() {
+        return Err(PathError::BadRequest("docId must be a UUID".into()));
+    }
+    Ok(route)
+}
+
+/// Dimensions end up in S3 keys, so they are restricted to characters safe in a key.
+fn is_dimension(value: &str) -> bool {
+    (1..=100).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && value != "."
+        && value != ".."
+}
+
+/// Request headers stored as attributes: (header name, attribute name).
+const HEADER_ATTRIBUTES: &[(&str, &str)] = &[
+    ("content-length", "content_length"),
+    ("date", "date"),
+    ("dnt", "dnt"),
+    ("host", "host"),
+    ("user-agent", "user_agent"),
+    ("x-forwarded-for", "x_forwarded_for"),
+    ("x-pingsender-version", "x_pingsender_version"),
+    ("x-debug-id", "x_debug_id"),
+    ("x-pipeline-proxy", "x_pipeline_proxy"),
+    ("x-telemetry-agent", "x_telemetry_agent"),
+    ("x-source-tags", "x_source_tags"),
+    ("x-lb-tags", "x_lb_tags"),
+];
+
+/// Attributes that identify the client and are dropped when `DROP_CLIENT_IP` is set.
+const CLIENT_IP_ATTRIBUTES: &[&str] = &["remote_addr", "x_forwarded_for"];
+
+/// What the attributes are built from.
+pub struct RequestMeta<'a> {
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub version: Version,
+    pub headers: &'a HeaderMap,
+    pub peer: Option<SocketAddr>,
+    pub received_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The edge-spec message attributes of a request; absent headers are left out, never empty.
+pub fn attributes(meta: &RequestMeta<'_>, drop_client_ip: bool) -> BTreeMap<String, String> {
+    let mut attrs = BTreeMap::new();
+    attrs.insert(
+        "submission_timestamp".to_string(),
+        meta.received_at
+            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string(),
+    );
+    attrs.insert("uri".to_string(), meta.uri.path().to_string());
+    attrs.insert("protocol".to_string(), protocol(meta.version).to_string());
+    attrs.insert("method".to_string(), meta.method.as_str().to_string());
+    if let Some(query) = meta.uri.query().filter(|q| !q.is_empty()) {
+        attrs.insert("args".to_string(), query.to_string());
+    }
+    if let Some(peer) = meta.peer {
+        attrs.insert("remote_addr".to_string(), peer.ip().to_string());
+    }
+    for (header, attribute) in HEADER_ATTRIBUTES {
+        let values: Vec<String> = meta
+            .headers
+            .get_all(*header)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        if !values.is_empty() {
+            attrs.insert((*attribute).to_string(), values.join(", "));
+        }
+    }
+    if drop_client_ip {
+        for attribute in CLIENT_IP_ATTRIBUTES {
+            attrs.remove(*attribute);
+        }
+    }
+    attrs
+}
+
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "2c3a0767-d84a-4d02-8a92-fa54a3376049";
+
+    #[test]
+    fn generic_and_telemetry_paths_parse() {
+        let r = parse_route(&format!("eng-workflow/hgpush/1/{ID}"), &[]).unwrap();
+        assert_eq!(
+            (
+                r.namespace.as_str(),
+                r.doc_type.as_str(),
+                r.doc_version.as_str(),
+                r.doc_id.as_str()
+            ),
+            ("eng-workflow", "hgpush", "1", ID)
+        );
+        let t = parse_route(
+            &format!("telemetry/{ID}/main/Firefox/61.0a1/nightly/20180328030202"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            (t.doc_type.as_str(), t.doc_version.as_str()),
+            ("main", TELEMETRY_DOC_VERSION)
+        );
+    }
+
+    #[test]
+    fn shapes_and_namespaces_that_do_not_fit_are_not_found() {
+        assert!(matches!(
+            parse_route(&format!("telemetry/x/1/{ID}"), &[]),
+            Err(PathError::NotFound(_))
+        ));
+        assert!(matches!(
+            parse_route(&format!("ns/{ID}/main/Firefox/61.0a1/nightly/2018"), &[]),
+            Err(PathError::NotFound(_))
+        ));
+        let allowed = vec!["a".to_string()];
+        assert!(matches!(
+            parse_route(&format!("b/t/1/{ID}"), &allowed),
+            Err(PathError::NotFound(_))
+        ));
+        assert!(parse_route(&format!("a/t/1/{ID}"), &allowed).is_ok());
+    }
+
+    #[test]
+    fn malformed_parts_are_bad_requests() {
+        assert!(matches!(
+            parse_route("ns/t/1/not-a-uuid", &[]),
+            Err(PathError::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse_route(&format!("ns/t%20x/1/{ID}"), &[]),
+            Err(PathError::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse_route(&format!("ns/../1/{ID}"), &[]),
+            Err(PathError::BadRequest(_))
+        ));
+    }
+}

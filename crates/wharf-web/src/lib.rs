@@ -1,0 +1,212 @@
+//! Wharf's web role: edge-spec submissions into the Redis queue, and the Dockerflow endpoints.
+//!
+//! A submission's path through this crate: [`routes::submit`] checks the request against the edge
+//! spec ([`edge`]), builds a [`wharf_queue::Submission`] and hands it to the
+//! [`wharf_queue::Enqueuer`]; the client gets 200 only once Redis has it.
+
+pub mod admission;
+pub mod edge;
+pub mod heartbeat;
+pub mod middleware;
+pub mod rejection;
+pub mod routes;
+pub mod state;
+pub mod version;
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderName, Request};
+use axum::routing::{get, post};
+use axum::Router;
+use cadence::StatsdClient;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use wharf_queue::Enqueuer;
+use wharf_settings::Settings;
+
+use crate::admission::BacklogGauge;
+use crate::heartbeat::{Heartbeat, Thresholds};
+use crate::state::AppState;
+use crate::version::VersionInfo;
+
+/// Longest a client may take to send a request and get the answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Errors starting or running the web role.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("could not listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("redis configuration: {0}")]
+    Redis(#[from] wharf_queue::QueueError),
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A bound, not yet serving, web role (the listener is open so tests can read the port first).
+pub struct WebApp {
+    listener: tokio::net::TcpListener,
+    router: Router,
+    grace: Duration,
+}
+
+impl WebApp {
+    /// Binds `HOST:PORT` (port 0 picks a free one), opens the lazy Redis connection and starts
+    /// the background tasks (backlog sampler, start-up Redis probe). Must run inside a tokio runtime.
+    pub async fn build(settings: &Settings, metrics: StatsdClient) -> Result<Self, WebError> {
+        let web = &settings.web;
+        let addr = format!("{}:{}", web.host, web.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|source| WebError::Bind { addr, source })?;
+
+        let conn = wharf_queue::connect(&settings.redis)?;
+        let metrics = Arc::new(metrics);
+        let backlog = BacklogGauge::default();
+        tokio::spawn(backlog.clone().run_sampler(conn.clone()));
+        tokio::spawn(probe_redis_at_startup(conn.clone()));
+
+        let heartbeat = Heartbeat::new(
+            conn.clone(),
+            Thresholds {
+                depth_warning: web.queue_depth_warning,
+                max_depth: web.max_queue_depth,
+                redis_timeout: settings.redis.timeout,
+            },
+            web.heartbeat_cache,
+            Arc::clone(&metrics),
+        );
+        let state = AppState {
+            settings: Arc::new(web.clone()),
+            enqueuer: Enqueuer::new(conn),
+            enqueue_timeout: settings.redis.timeout * 2,
+            backlog,
+            heartbeat: Arc::new(heartbeat),
+            version: Arc::new(VersionInfo::load(&web.version_file)),
+            metrics,
+        };
+        Ok(Self {
+            listener,
+            router: router(state),
+            grace: settings.shutdown_grace,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting connections and gives in-flight
+    /// requests up to the grace period to finish.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), WebError> {
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!(type = "web.shutdown", "stop signal received; draining in-flight requests");
+            let _ = stopping_tx.send(());
+        });
+        let server = tokio::spawn(server.into_future());
+        let grace = self.grace;
+        tokio::select! {
+            result = server => {
+                return match result {
+                    Ok(r) => r.map_err(WebError::Serve),
+                    Err(e) => Err(WebError::Serve(std::io::Error::other(e))),
+                };
+            }
+            _ = async {
+                if stopping_rx.await.is_ok() {
+                    tokio::time::sleep(grace).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                tracing::warn!(type = "web.shutdown", grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX), "grace period over; abandoning requests still in flight");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The full router with its middleware stack.
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let max_path = state.settings.max_path_bytes;
+    let metrics = Arc::clone(&state.metrics);
+    let routes = Router::new()
+        .route("/__lbheartbeat__", get(routes::dockerflow::lbheartbeat))
+        .route("/__heartbeat__", get(routes::dockerflow::heartbeat))
+        .route("/__version__", get(routes::dockerflow::version))
+        .route("/__error__", get(routes::dockerflow::error))
+        .route(
+            "/submit/{*rest}",
+            post(routes::submit::submit).put(routes::submit::submit),
+        )
+        .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            max_path,
+            middleware::limit_path_length,
+        ))
+        // Route-level so the summary sees the matched route template.
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            middleware::summarize,
+        ));
+    routes.layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::new(request_id))
+            .layer(sentry::integrations::tower::NewSentryLayer::<
+                Request<axum::body::Body>,
+            >::new_from_top())
+            .layer(sentry::integrations::tower::SentryHttpLayer::new())
+            .layer(CatchPanicLayer::new())
+            .layer(TimeoutLayer::with_status_code(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                REQUEST_TIMEOUT,
+            )),
+    )
+}
+
+/// Connects to Redis at start-up, retrying with backoff; the first failure is reported to Sentry.
+///
+/// The web role keeps serving meanwhile: `__lbheartbeat__` answers, `__heartbeat__` reports the
+/// Redis error, and submissions get 503 until Redis answers.
+async fn probe_redis_at_startup(mut conn: redis::aio::ConnectionManager) {
+    let mut delay = Duration::from_millis(100);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match wharf_queue::connection::ping(&mut conn).await {
+            Ok(()) => {
+                tracing::info!(type = "startup.redis", attempt, "connected to redis");
+                return;
+            }
+            Err(e) if attempt == 1 => {
+                tracing::error!(type = "startup.redis", attempt, error = %e, "cannot reach redis at start-up; retrying in the background");
+            }
+            Err(e) => {
+                tracing::warn!(type = "startup.redis", attempt, error = %e, "still cannot reach redis");
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,40 @@
+//! The Dockerflow version object: `/app/version.json` when present, else values compiled into the binary.
+
+use serde::{Deserialize, Serialize};
+
+/// The fields Dockerflow's version object requires.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub source: String,
+    pub version: String,
+    pub commit: String,
+    pub build: String,
+}
+
+impl VersionInfo {
+    /// Values known at compile time: the crate version and the git commit when the build could read it.
+    pub fn compiled() -> Self {
+        Self {
+            source: env!("CARGO_PKG_REPOSITORY").to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            commit: option_env!("WHARF_GIT_COMMIT")
+                .unwrap_or("unknown")
+                .to_string(),
+            build: String::new(),
+        }
+    }
+
+    /// Reads the version file, falling back to [`VersionInfo::compiled`] if it is missing or unreadable.
+    pub fn load(path: &str) -> Self {
+        match std::fs::read(path) {
+            Ok(bytes) => match serde_json::from_slice::<VersionInfo>(&bytes) {
+                Ok(info) => info,
+                Err(e) => {
+                    tracing::warn!(type = "version.invalid", path, error = %e, "version file is not a valid version object; using built-in values");
+                    Self::compiled()
+                }
+            },
+            Err(_) => Self::compiled(),
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The `wharf` entrypoint: parses the command line, loads configuration, starts telemetry and runs one role or tool.
+
+mod cli;
+mod signals;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use wharf_settings::{ConfigError, Role, Settings};
+
+use crate::cli::{Cli, Command};
+
+/// Exit code for a misconfiguration, distinct from runtime failures (1).
+const EXIT_MISCONFIGURED: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Web);
+    match command {
+        Command::Check(args) => cli::check(args),
+        Command::Config(args) => match load(args.role.into()) {
+            Ok(settings) => cli::print_config(&settings),
+            Err(code) => code,
+        },
+        Command::Web => run_role(Role::Web, "web", |settings, metrics| async move {
+            let app = wharf_web::WebApp::build(&settings, metrics).await?;
+            tracing::info!(type = "web.start", addr = %app.local_addr()?, "wharf web listening");
+            app.run_until_stopped(signals::terminated()).await?;
+            Ok(())
+        }),
+        Command::Worker => run_role(Role::Worker, "worker", |settings, metrics| async move {
+            wharf_worker::run(settings, metrics, signals::terminated()).await?;
+            Ok(())
+        }),
+        Command::Canary(args) => run_role(Role::Canary, "canary", |settings, _metrics| async move {
+            let timeout = std::time::Duration::from_secs(args.timeout);
+            let report = wharf_worker::canary::run(&settings, &args.url, timeout).await?;
+            tracing::info!(type = "canary", doc_id = %report.doc_id, object = %report.object_key, elapsed_ms = report.elapsed.as_millis() as u64, "canary landed in S3");
+            println!("canary {} landed in S3 as {} after {:?}", report.doc_id, report.object_key, report.elapsed);
+            Ok(())
+        }),
+        Command::Redrive => run_role(
+            Role::RedisTool,
+            "redrive",
+            |settings, _metrics| async move {
+                let moved = wharf_worker::redrive(&settings).await?;
+                tracing::info!(type = "redrive", moved, "dead-lettered jobs moved back to the queue");
+                println!("{moved} dead-lettered job(s) moved back to the queue");
+                Ok(())
+            },
+        ),
+    }
+}
+
+/// Loads settings for `role`; on error prints every problem to stderr and returns exit code 2.
+fn load(role: Role) -> Result<Settings, ExitCode> {
+    wharf_settings::from_env(role).map_err(|e: ConfigError| {
+        eprintln!("wharf: {e}");
+        ExitCode::from(EXIT_MISCONFIGURED)
+    })
+}
+
+/// Loads settings, starts telemetry and a tokio runtime, and runs `body` to completion.
+fn run_role<F, Fut>(role: Role, name: &'static str, body: F) -> ExitCode
+where
+    F: FnOnce(Settings, wharf_telemetry::StatsdClient) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let settings = match load(role) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let _telemetry = match wharf_telemetry::init(&settings.telemetry, name) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("wharf: {e}");
+            return ExitCode::from(EXIT_MISCONFIGURED);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(type = "startup.runtime", error = %e, "could not start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let metrics = wharf_telemetry::build_metrics(&settings.telemetry, name);
+        body(settings, metrics).await
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!(type = "shutdown", role = name, "stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(type = "fatal", role = name, error = format!("{e:#}"), "stopped on an error");
+            eprintln!("wharf {name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
