@@ -1,1 +1,187 @@
 //! `wharf canary`: submits a uniquely identified document through the web role and waits until the worker has landed it in S3.
+//!
+//! The document goes to the reserved namespace [`NAMESPACE`] (add it to `ALLOWED_NAMESPACES` when
+//! that list is set). Once found, the canary deletes the object that holds it, so canaries leave
+//! nothing behind. Run it with the worker's S3 settings and credentials.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use wharf_settings::Settings;
+
+use crate::sink::S3Sink;
+
+/// The reserved namespace canary documents are sent to.
+pub const NAMESPACE: &str = "wharf-canary";
+/// The document type and version of canary documents.
+pub const DOC_TYPE: &str = "canary";
+pub const DOC_VERSION: &str = "1";
+
+/// What a successful canary found.
+#[derive(Debug, Clone)]
+pub struct CanaryReport {
+    pub doc_id: String,
+    pub object_key: String,
+    /// From the submission to finding it in S3.
+    pub elapsed: Duration,
+}
+
+/// Why the canary failed, worded for a deploy pipeline's log.
+#[derive(Debug, thiserror::Error)]
+pub enum CanaryError {
+    #[error("the canary needs S3 settings: set S3_BUCKET (and the worker's credentials)")]
+    MissingS3Settings,
+    #[error("submitting to {url} failed: {detail}")]
+    Submit { url: String, detail: String },
+    #[error("the web role answered {status} to {url}: {body}")]
+    Rejected {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("document {doc_id} was accepted by the web role but did not reach s3://{bucket}/{prefix} within {waited:?}: is a worker running, and can it write to the bucket?")]
+    NotLanded {
+        doc_id: String,
+        bucket: String,
+        prefix: String,
+        waited: Duration,
+    },
+    #[error("reading S3 failed: {0}")]
+    S3(String),
+}
+
+/// Submits one canary document to `url` and waits up to `timeout` for it to land in S3.
+pub async fn run(
+    settings: &Settings,
+    url: &str,
+    timeout: Duration,
+) -> Result<CanaryReport, CanaryError> {
+    let ws = settings
+        .worker
+        .as_ref()
+        .ok_or(CanaryError::MissingS3Settings)?;
+    let sink = S3Sink::new(&ws.s3).await;
+    let doc_id = uuid::Uuid::new_v4().to_string();
+    let body = format!("{{\"canary\":\"{doc_id}\"}}");
+    let started = Instant::now();
+    let submit_url = format!(
+        "{}/submit/{NAMESPACE}/{DOC_TYPE}/{DOC_VERSION}/{doc_id}",
+        url.trim_end_matches('/')
+    );
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| CanaryError::Submit {
+            url: submit_url.clone(),
+            detail: e.to_string(),
+        })?;
+    let response = client
+        .post(&submit_url)
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .map_err(|e| CanaryError::Submit {
+            url: submit_url.clone(),
+            detail: e.to_string(),
+        })?;
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        return Err(CanaryError::Rejected {
+            url: submit_url,
+            status: status.as_u16(),
+            body: text.chars().take(500).collect(),
+        });
+    }
+    let prefix = format!("{}{NAMESPACE}/{DOC_TYPE}/{DOC_VERSION}/", sink.prefix());
+    let deadline = started + timeout;
+    loop {
+        if let Some(key) = find(&sink, &prefix, body.as_bytes()).await? {
+            sink.client()
+                .delete_object()
+                .bucket(sink.bucket())
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| {
+                    CanaryError::S3(aws_sdk_s3::error::DisplayErrorContext(&e).to_string())
+                })?;
+            return Ok(CanaryReport {
+                doc_id,
+                object_key: key,
+                elapsed: started.elapsed(),
+            });
+        }
+        if Instant::now() >= deadline {
+            return Err(CanaryError::NotLanded {
+                doc_id,
+                bucket: sink.bucket().to_string(),
+                prefix,
+                waited: started.elapsed(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The key of the object under `prefix` holding a line whose body is `body`.
+async fn find(sink: &S3Sink, prefix: &str, body: &[u8]) -> Result<Option<String>, CanaryError> {
+    let s3_err = |e: String| CanaryError::S3(e);
+    let mut pages = sink
+        .client()
+        .list_objects_v2()
+        .bucket(sink.bucket())
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    let mut keys = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page =
+            page.map_err(|e| s3_err(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string)),
+        );
+    }
+    for key in keys {
+        let object = match sink
+            .client()
+            .get_object()
+            .bucket(sink.bucket())
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(_) => continue, // deleted by another canary meanwhile
+        };
+        let bytes = object
+            .body
+            .collect()
+            .await
+            .map_err(|e| s3_err(e.to_string()))?
+            .into_bytes();
+        let mut text = String::new();
+        if flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_string(&mut text)
+            .is_err()
+        {
+            continue;
+        }
+        for line in text.lines() {
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let decoded = value["data"]
+                .as_str()
+                .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok());
+            if decoded.as_deref() == Some(body) {
+                return Ok(Some(key));
+            }
+        }
+    }
+    Ok(None)
+}

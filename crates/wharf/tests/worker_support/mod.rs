@@ -237,12 +237,18 @@ pub fn udp_metrics(port: u16) -> cadence::StatsdClient {
 pub struct WorkerProcess {
     pub child: Child,
     pub output: Arc<Mutex<Vec<String>>>,
+    pub name: &'static str,
 }
 
 impl WorkerProcess {
     pub fn spawn(vars: &[(String, String)]) -> Self {
+        Self::spawn_role("worker", vars)
+    }
+
+    /// Spawns `wharf {role}` with exactly `vars` (plus PATH) in its environment.
+    pub fn spawn_role(role: &str, vars: &[(String, String)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
-        cmd.arg("worker")
+        cmd.arg(role)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -279,7 +285,11 @@ impl WorkerProcess {
                 }
             });
         }
-        Self { child, output }
+        Self {
+            child,
+            output,
+            name: "worker",
+        }
     }
 
     pub fn output(&self) -> Vec<String> {
