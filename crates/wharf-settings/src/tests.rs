@@ -186,3 +186,17 @@ fn deploy_variable_list_matches_the_catalogue() {
         }
     }
 }
+
+/// The README's configuration reference lists every variable the code reads.
+#[test]
+fn readme_documents_every_variable() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+    let readme = std::fs::read_to_string(path).unwrap();
+    for variable in catalog::VARIABLES {
+        assert!(
+            readme.contains(&format!("| `{}` |", variable.name)),
+            "README.md's configuration table lacks {}",
+            variable.name
+        );
+    }
+}
