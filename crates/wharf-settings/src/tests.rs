@@ -163,13 +163,23 @@ fn raw_env_and_catalogue_name_the_same_variables() {
 /// then check CloudFormation, Kubernetes and compose against that list.
 #[test]
 fn deploy_variable_list_matches_the_catalogue() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/deploy/env_vars.txt");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/deploy/env_vars.txt"
+    );
     let text = std::fs::read_to_string(path).unwrap();
     let mut listed = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+    for line in text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+    {
         let parts: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(parts.len(), 3, "bad line: {line}");
-        listed.push((parts[0].to_string(), parts[1].to_string(), parts[2] == "required"));
+        listed.push((
+            parts[0].to_string(),
+            parts[1].to_string(),
+            parts[2] == "required",
+        ));
     }
     // The AWS SDK reads its own chain (AWS_REGION, credentials); the list names AWS_REGION for it.
     listed.retain(|(name, _, _)| name != "AWS_REGION");
@@ -180,9 +190,16 @@ fn deploy_variable_list_matches_the_catalogue() {
     assert_eq!(listed_names, catalogue);
     for (name, role, required) in &listed {
         let variable = catalog::find(name).unwrap();
-        assert_eq!(role, variable.scope.as_str(), "{name}: role differs from the catalogue");
+        assert_eq!(
+            role,
+            variable.scope.as_str(),
+            "{name}: role differs from the catalogue"
+        );
         if variable.required {
-            assert!(required, "{name} is required by the code but optional in env_vars.txt");
+            assert!(
+                required,
+                "{name} is required by the code but optional in env_vars.txt"
+            );
         }
     }
 }
