@@ -27,7 +27,8 @@ COMMIT="ci-$(git rev-parse --short=12 HEAD 2>/dev/null || echo nogit)-$$"
 NET="$RUN_ID-net"
 PROJECT="$RUN_ID"
 COMPOSE_FILES=(-f docker-compose.yml -f tests/container/compose.ci.yml)
-S3_AUTH=(--aws-sigv4 aws:amz:us-east-1:s3 --user wharf:wharf-secret)
+# S3 API calls from inside the stand-in's container (curl signs SigV4 itself)
+S3CURL="curl -fsS --aws-sigv4 aws:amz:us-east-1:s3 --user wharf:wharf-secret -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD'"
 PASSED=0 FAILED=0 SKIPPED=0
 TIMINGS=()
 T_START=$(date +%s.%N)
@@ -68,7 +69,7 @@ cleanup() {
     if command -v docker >/dev/null 2>&1 && [ -n "${ENGINE:-}" ]; then
         local ids
         ids=$(docker ps -aq --filter "label=wharf-ci-run=$RUN_ID")
-        [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
+        [ -n "$ids" ] && docker rm -f -v $ids >/dev/null 2>&1
         docker network rm "$NET" >/dev/null 2>&1
         docker volume ls -q --filter "label=wharf-ci-run=$RUN_ID" | xargs -r docker volume rm >/dev/null 2>&1
     fi
@@ -156,6 +157,8 @@ if ! timed "base images (cached by tag)" bash tests/container/base-images.sh; th
 fi
 
 build_image() {
+    local before
+    before=$(docker images -q -f dangling=true | sort)
     if [ ! -e prebuilt ]; then MADE_PREBUILT=1; fi
     mkdir -p prebuilt
     # strip: a debug build is mostly debug info; the image and context stay small
@@ -167,11 +170,13 @@ build_image() {
         --build-arg COMMIT="$COMMIT" \
         --build-arg VERSION=0.0.0-ci \
         --build-arg BUILD_URL="file://$REPO" \
-        . >/dev/null
+        . >/dev/null || return 1
+    # drop the stage images this build left dangling (and the previous $IMAGE)
+    comm -13 <(echo "$before") <(docker images -q -f dangling=true | sort) | xargs -r docker rmi >/dev/null 2>&1
+    return 0
 }
 if timed "docker build (production Dockerfile)" build_image; then
     ok "image builds from the production Dockerfile ($IMAGE, $(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.1f MB", $1/1e6}'))"
-    docker image prune -f --filter label=org.opencontainers.image.title=wharf >/dev/null 2>&1
 else
     bad "docker build"
     summary
@@ -198,17 +203,19 @@ wait_for() { # wait_for SECONDS CMD... : retry until CMD succeeds
 }
 health() { docker inspect -f '{{.State.Health.Status}}' "$1" 2>/dev/null; }
 is_healthy() { [ "$(health "$1")" = healthy ]; }
-s3_list() { docker exec "$1" curl -fsS "${S3_AUTH[@]}" "http://127.0.0.1:9000/wharf?list-type=2"; }
+s3() { docker exec "$1" sh -c "$S3CURL $2"; }     # s3 CID 'CURL ARGS'
+s3_list() { s3 "$1" "'http://127.0.0.1:9000/wharf?list-type=2'"; }
+s3_has() { s3_list "$1" | grep -q "$2"; }         # s3_has CID KEY-SUBSTRING
 
 services_up() {
     docker network create --label "wharf-ci-run=$RUN_ID" "$NET" >/dev/null || return 1
     "${RUN[@]}" --name "$RUN_ID-redis" --network-alias redis "$WHARF_CI_SERVICES" \
         redis-server --bind 0.0.0.0 --protected-mode no --save "" --appendonly no >/dev/null || return 1
-    "${RUN[@]}" --name "$RUN_ID-s3" --network-alias s3 -v "$S3_STANDIN_BIN:/usr/local/bin/s3-standin:ro" "$WHARF_CI_SERVICES" \
+    "${RUN[@]}" --name "$RUN_ID-s3" --network-alias s3 --tmpfs /data -v "$S3_STANDIN_BIN:/usr/local/bin/s3-standin:ro" "$WHARF_CI_SERVICES" \
         s3-standin --root /data --host 0.0.0.0 --port 9000 --access-key wharf --secret-key wharf-secret >/dev/null || return 1
     wait_for 20 docker exec "$RUN_ID-redis" redis-cli ping || { say "redis did not answer"; return 1; }
     wait_for 20 docker exec "$RUN_ID-s3" curl -s -o /dev/null http://127.0.0.1:9000/ || { docker logs "$RUN_ID-s3" 2>&1 | tail -5; return 1; }
-    docker exec "$RUN_ID-s3" curl -fsS "${S3_AUTH[@]}" -X PUT http://127.0.0.1:9000/wharf >/dev/null || { say "CreateBucket failed"; return 1; }
+    s3 "$RUN_ID-s3" "-X PUT http://127.0.0.1:9000/wharf" >/dev/null || { say "CreateBucket failed"; return 1; }
 }
 if ! timed "redis + S3 stand-in containers" services_up; then
     bad "redis and S3 stand-in containers"
@@ -261,7 +268,7 @@ worker_checks() {
     doc="docker-run-$$-$RANDOM"
     if [ -n "${WEB_PORT:-}" ] && curl -fsS -o /dev/null -X POST --data-binary "{\"doc\":\"$doc\"}" \
             "http://127.0.0.1:$WEB_PORT/submit/container-test/run/1/$doc" \
-        && wait_for 60 sh -c "docker exec $RUN_ID-s3 curl -fsS ${S3_AUTH[*]} 'http://127.0.0.1:9000/wharf?list-type=2' | grep -q 'container-test/run/1/'"; then
+        && wait_for 60 s3_has "$RUN_ID-s3" "container-test/run/1/"; then
         ok "docker run web + worker: a submission lands in S3"
     else
         bad "docker run web + worker: submission did not land"; docker logs "$cid" 2>&1 | tail -10
@@ -285,7 +292,7 @@ timed "docker run web" web_checks
 timed "docker run worker (+ submission)" worker_checks
 docker inspect "$RUN_ID-worker" >/dev/null 2>&1 && timed "docker stop worker" stop_check "$RUN_ID-worker" worker
 docker inspect "$RUN_ID-web" >/dev/null 2>&1 && timed "docker stop web" stop_check "$RUN_ID-web" web
-docker ps -aq --filter "label=wharf-ci-run=$RUN_ID" | xargs -r docker rm -f >/dev/null
+docker ps -aq --filter "label=wharf-ci-run=$RUN_ID" | xargs -r docker rm -f -v >/dev/null
 docker network rm "$NET" >/dev/null 2>&1
 
 # ------------------------------------------------------------------ compose
@@ -322,11 +329,11 @@ compose_checks() {
     fi
     local s3cid
     s3cid=$(compose -p "$PROJECT" "${COMPOSE_FILES[@]}" ps -q s3)
-    if wait_for 60 sh -c "docker exec $s3cid curl -fsS ${S3_AUTH[*]} 'http://127.0.0.1:9000/wharf?list-type=2' | grep -q 'container-test/compose/1/'"; then
+    if wait_for 60 s3_has "$s3cid" "container-test/compose/1/"; then
         keys=$(s3_list "$s3cid" | grep -o '<Key>[^<]*container-test/compose/1/[^<]*</Key>' | sed 's/<[^>]*>//g')
         local key
         key=$(echo "$keys" | head -1)
-        if docker exec "$s3cid" sh -c "curl -fsS ${S3_AUTH[*]} 'http://127.0.0.1:9000/wharf/$key' | gunzip | grep -q '$doc'"; then
+        if s3 "$s3cid" "'http://127.0.0.1:9000/wharf/$key' | gunzip | grep -q '$doc'"; then
             ok "submission POSTed through nginx landed in the store: s3://wharf/$key (gzip NDJSON holds doc $doc)"
         else
             bad "object $key does not hold doc $doc"
