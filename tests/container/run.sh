@@ -265,7 +265,7 @@ worker_checks() {
         bad "worker exited: $(docker logs "$cid" 2>&1 | tail -5)"
         return 1
     fi
-    doc="docker-run-$$-$RANDOM"
+    doc=$(cat /proc/sys/kernel/random/uuid)  # docId must be a UUID
     if [ -n "${WEB_PORT:-}" ] && curl -fsS -o /dev/null -X POST --data-binary "{\"doc\":\"$doc\"}" \
             "http://127.0.0.1:$WEB_PORT/submit/container-test/run/1/$doc" \
         && wait_for 60 s3_has "$RUN_ID-s3" "container-test/run/1/"; then
@@ -320,7 +320,7 @@ compose_checks() {
         compose -p "$PROJECT" "${COMPOSE_FILES[@]}" logs --tail=20
         return 1
     fi
-    doc="compose-$$-$RANDOM"
+    doc=$(cat /proc/sys/kernel/random/uuid)
     if ! curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' --data-binary "{\"doc\":\"$doc\"}" \
             "http://127.0.0.1:$port/submit/container-test/compose/1/$doc"; then
         bad "POST through nginx failed"
