@@ -15,7 +15,7 @@ import json
 import re
 import uuid
 
-from conftest import request
+from nginx_harness import request
 
 SPOOF = "203.0.113.9"
 LIMIT = 1048576  # MAX_BODY_BYTES == client_max_body_size 1m
