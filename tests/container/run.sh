@@ -163,7 +163,7 @@ build_image() {
     mkdir -p prebuilt
     # strip: a debug build is mostly debug info; the image and context stay small
     if command -v strip >/dev/null 2>&1; then strip -o prebuilt/wharf "$WHARF_BIN"; else cp "$WHARF_BIN" prebuilt/wharf; fi
-    docker build -q -t "$IMAGE" \
+    docker build -q --force-rm -t "$IMAGE" \
         --build-arg BUILDER_IMAGE="$WHARF_CI_BASE" \
         --build-arg RUNTIME_IMAGE="$WHARF_CI_BASE" \
         --build-arg WHARF_BINARY=prebuilt/wharf \
