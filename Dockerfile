@@ -1,0 +1,126 @@
+# Wharf: one image for both roles.
+#   docker run IMAGE            -> wharf web     (port 8000)
+#   docker run IMAGE worker     -> wharf worker
+#   docker run IMAGE canary --url http://...
+#
+# Build arguments (defaults are the production values):
+#   BUILDER_IMAGE  image with the Rust toolchain          (rust:1.95-bookworm)
+#   RUNTIME_IMAGE  slim runtime base                      (debian:bookworm-slim)
+#   WHARF_BINARY   path, inside the build context, of an already built `wharf`
+#                  binary to package instead of compiling (CI: prebuilt/wharf).
+#                  Empty (default) = cargo build --release --locked.
+#   SOURCE_URL, VERSION, COMMIT, BUILD_URL -> /app/version.json and OCI labels.
+#
+# Works with the legacy builder (docker 20.10) and BuildKit alike: no `# syntax`
+# line, no cache mounts. Every stage is built in order by the legacy builder, so
+# every RUN here checks WHARF_BINARY itself instead of relying on stage skipping.
+
+ARG BUILDER_IMAGE=rust:1.95-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
+
+# ---------------------------------------------------------------------------
+# planner: reduce the source tree to the files that decide the dependency graph
+# (Cargo.toml of the workspace and of every crate, Cargo.lock). Its output only
+# changes when a manifest changes, so the dependency layer below stays cached
+# across source edits (checksum-based COPY --from cache, legacy builder too).
+FROM ${BUILDER_IMAGE} AS planner
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+WORKDIR /src
+COPY . .
+RUN mkdir -p /manifests \
+    && find . -path ./prebuilt -prune -o \
+         \( -name Cargo.toml -o -name Cargo.lock -o -path ./.cargo/config.toml -o -name rust-toolchain.toml \) \
+         -type f -print \
+       | tar -cf - -T - | tar -xf - -C /manifests
+
+# ---------------------------------------------------------------------------
+# builder: dependencies first (stub crates), then the real sources.
+FROM ${BUILDER_IMAGE} AS builder
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ARG WHARF_BINARY=""
+WORKDIR /src
+COPY --from=planner /manifests/ ./
+# Stub every crate's targets so cargo can resolve and compile the dependency
+# graph without our sources; the stubs are removed again in the same layer.
+RUN if [ -z "$WHARF_BINARY" ]; then \
+        set -eu; \
+        : > /tmp/stubs; \
+        for manifest in crates/*/Cargo.toml; do \
+            dir=${manifest%/Cargo.toml}; \
+            for f in "$dir/src/lib.rs" "$dir/src/main.rs" \
+                     $(sed -n 's/^[[:space:]]*\(path\|build\)[[:space:]]*=[[:space:]]*"\([^"]*\.rs\)".*/\2/p' "$manifest"); do \
+                case $f in /*) ;; "$dir"/*) ;; *) f="$dir/$f";; esac; \
+                [ -e "$f" ] && continue; \
+                mkdir -p "$(dirname "$f")"; \
+                case $f in */build.rs|*/main.rs|*/bin/*) echo 'fn main() {}' > "$f";; *) : > "$f";; esac; \
+                echo "$f" >> /tmp/stubs; \
+            done; \
+        done; \
+        cargo build --release --locked -p wharf; \
+        xargs rm -f < /tmp/stubs; \
+        rm -rf target/release/.fingerprint/wharf-* target/release/deps/wharf-* target/release/deps/libwharf* /tmp/stubs; \
+    fi
+COPY . .
+RUN set -eu; mkdir -p /out; \
+    if [ -n "$WHARF_BINARY" ]; then \
+        echo "packaging prebuilt binary $WHARF_BINARY"; \
+        install -m 0755 "$WHARF_BINARY" /out/wharf; \
+    else \
+        find crates -name '*.rs' -exec touch {} +; \
+        cargo build --release --locked -p wharf --bin wharf; \
+        install -m 0755 target/release/wharf /out/wharf; \
+    fi
+
+# ---------------------------------------------------------------------------
+# runtime: slim base, ca-certificates only, unprivileged user app (10001).
+FROM ${RUNTIME_IMAGE} AS runtime
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# ca-certificates is the only package added (TLS to S3, Sentry, ElastiCache).
+# A base that already carries it (CI's offline base) skips apt entirely.
+# hadolint ignore=DL3008
+RUN set -eu; \
+    if ! dpkg -s ca-certificates > /dev/null 2>&1; then \
+        apt-get update; \
+        apt-get install -y --no-install-recommends ca-certificates; \
+        rm -rf /var/lib/apt/lists/*; \
+    fi; \
+    groupadd --system --gid 10001 app; \
+    useradd --system --uid 10001 --gid app --home-dir /app --no-create-home \
+        --shell /usr/sbin/nologin app; \
+    mkdir -p /app; \
+    chown root:root /app
+
+WORKDIR /app
+COPY --from=builder /out/wharf /app/wharf
+# Fails the build if the runtime base lacks a shared library the binary needs.
+RUN /app/wharf --help > /dev/null
+
+# Build metadata last, so a new commit only rebuilds these small layers.
+ARG SOURCE_URL=https://github.com/wharf-dev/wharf
+ARG VERSION=unknown
+ARG COMMIT=unknown
+ARG BUILD_URL=""
+# version.json is always valid JSON: values are escaped (\ and ") and control
+# characters dropped, and every field has a default.
+RUN set -eu; \
+    esc() { printf '%s' "$1" | tr -d '\000-\037' | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g'; }; \
+    printf '{"source":"%s","version":"%s","commit":"%s","build":"%s"}\n' \
+        "$(esc "$SOURCE_URL")" "$(esc "$VERSION")" "$(esc "$COMMIT")" "$(esc "$BUILD_URL")" \
+        > /app/version.json; \
+    chmod 0644 /app/version.json
+LABEL org.opencontainers.image.source="${SOURCE_URL}" \
+      org.opencontainers.image.revision="${COMMIT}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.title="wharf" \
+      org.opencontainers.image.licenses="MPL-2.0"
+
+ENV VERSION_FILE=/app/version.json
+USER 10001:10001
+EXPOSE 8000
+# `wharf check` probes http://127.0.0.1:8000/__lbheartbeat__ (no curl in the image).
+# The worker role has no HTTP port: compose/ECS disable or override it there.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["/app/wharf", "check"]
+# Exec form: wharf is PID 1 and receives SIGTERM from `docker stop` directly.
+ENTRYPOINT ["/app/wharf"]
+CMD ["web"]

