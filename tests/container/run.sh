@@ -265,6 +265,11 @@ worker_checks() {
         bad "worker exited: $(docker logs "$cid" 2>&1 | tail -5)"
         return 1
     fi
+    if timed "worker HEALTHCHECK -> healthy" wait_for 60 is_healthy "$cid"; then
+        ok "worker HEALTHCHECK (wharf check reads its liveness record) turns healthy"
+    else
+        bad "worker HEALTHCHECK status $(health "$cid")"
+    fi
     doc=$(cat /proc/sys/kernel/random/uuid)  # docId must be a UUID
     if [ -n "${WEB_PORT:-}" ] && curl -fsS -o /dev/null -X POST --data-binary "{\"doc\":\"$doc\"}" \
             "http://127.0.0.1:$WEB_PORT/submit/container-test/run/1/$doc" \

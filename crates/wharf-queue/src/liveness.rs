@@ -48,3 +48,25 @@ pub async fn live_count(conn: &mut ConnectionManager, now_ms: u64) -> Result<u64
         .query_async(conn)
         .await?)
 }
+
+/// Whether a live record starts with `prefix`, over a short-lived blocking connection.
+///
+/// For `wharf check` in a worker container, which runs once and exits: no async runtime needed.
+pub fn is_live_blocking(
+    settings: &wharf_settings::RedisSettings,
+    prefix: &str,
+    timeout: Duration,
+) -> Result<bool, QueueError> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default();
+    let mut conn = redis::Client::open(settings.url())?.get_connection_with_timeout(timeout)?;
+    conn.set_read_timeout(Some(timeout))?;
+    let live: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+        .arg(LIVENESS_KEY)
+        .arg(now_ms)
+        .arg("+inf")
+        .query(&mut conn)?;
+    Ok(live.iter().any(|name| name.starts_with(prefix)))
+}

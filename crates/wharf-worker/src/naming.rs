@@ -2,9 +2,14 @@
 
 /// The name of this process, used for the liveness record.
 pub fn process_name() -> String {
-    let host = hostname();
     let random = uuid::Uuid::new_v4().simple().to_string();
-    format!("{host}-{}-{}", std::process::id(), &random[..6])
+    format!("{}{}", process_prefix(std::process::id()), &random[..6])
+}
+
+/// The start of the name of worker process `pid` on this host (`{hostname}-{pid}-`); `wharf
+/// check` looks for it among the liveness records.
+pub fn process_prefix(pid: u32) -> String {
+    format!("{}-{pid}-", hostname())
 }
 
 /// The apalis worker name for one (re)start of the consumer inside this process.

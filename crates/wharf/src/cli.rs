@@ -27,7 +27,7 @@ pub enum Command {
     Canary(CanaryArgs),
     /// Move every dead-lettered job back to the queue, attempts reset (after fixing the cause).
     Redrive,
-    /// Probe the local web role's /__lbheartbeat__; exit 0 if it answers 200, else 1 (for container health checks).
+    /// Container health check: exit 0 if the local web role answers /__lbheartbeat__ (or, for a worker, its liveness record in Redis is fresh), else 1.
     Check(CheckArgs),
     /// Print the effective configuration as JSON, secrets redacted; exit 2 listing every problem if it is invalid.
     Config(ConfigArgs),
@@ -35,12 +35,25 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
+    /// What to check. `auto` checks a worker when PID 1 is `wharf worker` (a worker container), else the web role.
+    #[arg(long, value_enum, default_value_t = CheckTarget::Auto)]
+    pub role: CheckTarget,
     /// Base URL of the web role; defaults to http://127.0.0.1:$PORT.
     #[arg(long)]
     pub url: Option<String>,
+    /// Process id of the worker to check (in a container, the worker is PID 1).
+    #[arg(long, default_value_t = 1)]
+    pub pid: u32,
     /// Seconds to wait for the answer.
     #[arg(long, default_value_t = 3)]
     pub timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckTarget {
+    Auto,
+    Web,
+    Worker,
 }
 
 #[derive(Debug, Args)]
@@ -75,30 +88,71 @@ impl From<ConfigRole> for Role {
     }
 }
 
-/// `wharf check`: one GET of `/__lbheartbeat__`.
+/// `wharf check`: the container health check for either role.
 pub fn check(args: CheckArgs) -> ExitCode {
-    let base = args.url.unwrap_or_else(|| {
+    let target = match args.role {
+        CheckTarget::Auto if pid1_is_worker() => CheckTarget::Worker,
+        CheckTarget::Auto => CheckTarget::Web,
+        explicit => explicit,
+    };
+    let outcome = match target {
+        CheckTarget::Worker => check_worker(args.pid, Duration::from_secs(args.timeout)),
+        _ => check_web(args.url, Duration::from_secs(args.timeout)),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("wharf check: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One GET of `/__lbheartbeat__`, which touches no backing service.
+fn check_web(url: Option<String>, timeout: Duration) -> Result<(), String> {
+    let base = url.unwrap_or_else(|| {
         let port = wharf_settings::from_env(Role::Inspect)
             .map(|s| s.web.port)
             .unwrap_or(8000);
         format!("http://127.0.0.1:{port}")
     });
     let url = format!("{}/__lbheartbeat__", base.trim_end_matches('/'));
-    let outcome = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(args.timeout))
+    let response = reqwest::blocking::Client::builder()
+        .timeout(timeout)
         .build()
-        .and_then(|client| client.get(&url).send());
-    match outcome {
-        Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
-        Ok(response) => {
-            eprintln!("wharf check: {url} answered {}", response.status());
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("wharf check: {url}: {e}");
-            ExitCode::FAILURE
-        }
+        .and_then(|client| client.get(&url).send())
+        .map_err(|e| format!("{url}: {e}"))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("{url} answered {}", response.status()))
     }
+}
+
+/// Whether this worker process has a fresh liveness record in Redis (the worker refreshes it
+/// every third of LIVENESS_TTL_MS, so a stuck or disconnected worker turns unhealthy).
+fn check_worker(pid: u32, timeout: Duration) -> Result<(), String> {
+    let settings = wharf_settings::from_env(Role::RedisTool).map_err(|e| e.to_string())?;
+    let prefix = wharf_worker::naming::process_prefix(pid);
+    let live = wharf_queue::liveness::is_live_blocking(&settings.redis, &prefix, timeout)
+        .map_err(|e| format!("cannot read the liveness records from Redis: {e}"))?;
+    if live {
+        Ok(())
+    } else {
+        Err(format!(
+            "no fresh liveness record for worker {prefix}* in Redis"
+        ))
+    }
+}
+
+/// Whether PID 1 is `wharf worker`: the image's entrypoint in a worker container.
+fn pid1_is_worker() -> bool {
+    std::fs::read("/proc/1/cmdline")
+        .map(|raw| {
+            let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+            args.first().is_some_and(|a| a.ends_with(b"wharf")) && args.contains(&&b"worker"[..])
+        })
+        .unwrap_or(false)
 }
 
 /// `wharf config`: the effective configuration, secrets redacted.

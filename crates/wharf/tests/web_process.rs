@@ -425,3 +425,52 @@ impl Drop for RedisServerOnPort {
         let _ = self.child.wait();
     }
 }
+
+#[test]
+fn check_in_a_worker_container_reads_the_workers_liveness_record() {
+    let redis = RedisServer::start();
+    let check = |pid: &str| {
+        Command::new(WHARF)
+            .args(["check", "--role", "worker", "--pid", pid])
+            .env_clear()
+            .env("HOSTNAME", "worker-host")
+            .env("REDIS_HOST", "127.0.0.1")
+            .env("REDIS_PORT", redis.port().to_string())
+            .output()
+            .unwrap()
+    };
+    let missing = check("4242");
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr)
+        .contains("no fresh liveness record for worker worker-host-4242-"));
+
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 60_000;
+    let mut conn = redis.connection();
+    let _: () = redis::cmd("ZADD")
+        .arg("wharf:workers:live")
+        .arg(expiry)
+        .arg("worker-host-4242-abc123")
+        .arg(expiry - 120_000)
+        .arg("worker-host-77-expired")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(
+        check("4242").status.code(),
+        Some(0),
+        "a fresh record for this worker"
+    );
+    assert_eq!(
+        check("77").status.code(),
+        Some(1),
+        "an expired record does not count"
+    );
+    assert_eq!(
+        check("42").status.code(),
+        Some(1),
+        "another worker's pid prefix does not match"
+    );
+}
