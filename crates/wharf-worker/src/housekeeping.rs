@@ -71,3 +71,14 @@ pub async fn purge_loop(mut conn: ConnectionManager, period: Duration) {
         rounds += 1;
     }
 }
+
+/// Promotes due scheduled jobs in chunks every `period` (see [`queue_ops::promote_due`]).
+pub async fn promote_loop(mut conn: ConnectionManager, period: Duration) {
+    let mut tick = tokio::time::interval(period.max(Duration::from_millis(10)));
+    loop {
+        tick.tick().await;
+        if let Err(e) = queue_ops::promote_due(&mut conn).await {
+            tracing::debug!(error = %e, "could not promote scheduled jobs");
+        }
+    }
+}

@@ -160,6 +160,10 @@ async fn supervise(
         ws.heartbeat,
     ));
     chores.spawn(housekeeping::purge_loop(conn.clone(), ws.heartbeat));
+    chores.spawn(housekeeping::promote_loop(
+        conn.clone(),
+        ws.poll_interval / 2,
+    ));
 
     let ctx = HandlerContext {
         batcher,
@@ -185,6 +189,11 @@ async fn supervise(
         let name = naming::generation_name(&process, generation);
         names.push(name.clone());
         let started = Instant::now();
+        // Before apalis's first fetch: its own promotion fails on a large due backlog.
+        let mut promote = conn.clone();
+        if let Err(e) = queue_ops::promote_due(&mut promote).await {
+            tracing::warn!(error = %e, "could not promote scheduled jobs before starting");
+        }
         consumer.run(&name, &stop).await;
         if stop.is_triggered() {
             break;

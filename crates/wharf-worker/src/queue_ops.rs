@@ -64,12 +64,53 @@ end
 return {#ids, moved}
 "#;
 
+/// Moves up to ARGV[2] due jobs from `{q}:scheduled` to `{q}:active`. apalis-redis's fetch script
+/// promotes *every* due job with one `RPUSH ... unpack(ids)`, which fails in Lua above about 8000
+/// ids ("too many results to unpack"): a backlog built up while no worker ran would block every
+/// fetch for good. Promoting in chunks first keeps that set small.
+const PROMOTE_DUE: &str = r#"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], 0, ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+if #ids > 0 then
+    redis.call('RPUSH', KEYS[2], unpack(ids))
+    redis.call('ZREM', KEYS[1], unpack(ids))
+    redis.call('DEL', KEYS[3])
+    redis.call('LPUSH', KEYS[3], 1)
+end
+return #ids
+"#;
+
 fn signal_key() -> String {
     format!("{}:signal", wharf_queue::QUEUE_NAME)
 }
 
 fn worker_metadata_key(worker: &str) -> String {
     format!("{}:workers:metadata:{worker}", wharf_queue::QUEUE_NAME)
+}
+
+/// Promotes every due scheduled job to the active list, 1000 per script call; returns how many.
+pub async fn promote_due(conn: &mut ConnectionManager) -> redis::RedisResult<u64> {
+    const CHUNK: u64 = 1000;
+    let keys = QueueKeys::new();
+    let script = Script::new(PROMOTE_DUE);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut total = 0;
+    loop {
+        let moved: u64 = script
+            .key(&keys.scheduled)
+            .key(&keys.active)
+            .key(signal_key())
+            .arg(now)
+            .arg(CHUNK)
+            .invoke_async(conn)
+            .await?;
+        total += moved;
+        if moved < CHUNK {
+            return Ok(total);
+        }
+    }
 }
 
 /// Deletes the data and meta of acknowledged jobs; returns how many were purged.

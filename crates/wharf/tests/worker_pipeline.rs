@@ -326,3 +326,43 @@ async fn malformed_job_is_dead_lettered_at_once() {
     assert_eq!(attempts, "1");
     worker.stop().await.unwrap();
 }
+
+/// A backlog built up while no worker ran, larger than apalis-redis's fetch script can promote at
+/// once (its Lua `unpack` fails above about 8000 ids), is consumed completely.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_backlog_queued_without_workers_is_consumed() {
+    let redis = RedisServer::start();
+    let s3 = S3Server::start(BUCKET);
+    let vars = worker_env(
+        redis.port(),
+        &s3,
+        &[
+            ("WORKER_FETCH_SIZE", "500"),
+            ("BATCH_MAX_DOCUMENTS", "500"),
+            ("BATCH_MAX_AGE_MS", "500"),
+        ],
+    );
+    let settings = settings(&vars);
+    let total = 9000;
+    let subs: Vec<_> = (0..total)
+        .map(|n| submission("ns", "t", "1", n, 16))
+        .collect();
+    for chunk in subs.chunks(1000) {
+        enqueue(&settings, chunk).await;
+    }
+    let scheduled: u64 = redis_query(&redis, &["ZCARD", "wharf_submissions:scheduled"]);
+    assert_eq!(scheduled, total as u64);
+    let worker = InProcessWorker::start(settings.clone(), nop_metrics());
+    assert!(
+        wharf_testkit::eventually(Duration::from_secs(180), || {
+            let active: u64 = redis_query(&redis, &["LLEN", "wharf_submissions:active"]);
+            let scheduled: u64 = redis_query(&redis, &["ZCARD", "wharf_submissions:scheduled"]);
+            let fl = inflight(&redis);
+            async move { active == 0 && scheduled == 0 && fl == 0 }
+        })
+        .await,
+        "backlog not consumed"
+    );
+    assert_eq!(by_uri(&landed(&s3)).len(), total);
+    worker.stop().await.unwrap();
+}
