@@ -76,7 +76,7 @@ pub fn submission(
         "2024-05-06T07:08:09.123Z".to_string(),
     );
     attributes.insert("user_agent".to_string(), format!("test-agent/{n}"));
-    if n % 3 == 0 {
+    if n.is_multiple_of(3) {
         attributes.insert("x_debug_id".to_string(), "dbg".to_string());
     }
     let body: Vec<u8> = (0..size).map(|i| ((i * 7 + n * 13) % 256) as u8).collect();
