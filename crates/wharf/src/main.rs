@@ -32,13 +32,18 @@ fn main() -> ExitCode {
             wharf_worker::run(settings, metrics, signals::terminated()).await?;
             Ok(())
         }),
-        Command::Canary(args) => run_role(Role::Canary, "canary", |settings, _metrics| async move {
-            let timeout = std::time::Duration::from_secs(args.timeout);
-            let report = wharf_worker::canary::run(&settings, &args.url, timeout).await?;
-            tracing::info!(type = "canary", doc_id = %report.doc_id, object = %report.object_key, elapsed_ms = report.elapsed.as_millis() as u64, "canary landed in S3");
-            println!("canary {} landed in S3 as {} after {:?}", report.doc_id, report.object_key, report.elapsed);
-            Ok(())
-        }),
+        Command::Canary(args) => {
+            run_role(Role::Canary, "canary", |settings, _metrics| async move {
+                let timeout = std::time::Duration::from_secs(args.timeout);
+                let report = wharf_worker::canary::run(&settings, &args.url, timeout).await?;
+                tracing::info!(type = "canary", doc_id = %report.doc_id, object = %report.object_key, elapsed_ms = report.elapsed.as_millis() as u64, "canary landed in S3");
+                println!(
+                    "canary {} landed in S3 as {} after {:?}",
+                    report.doc_id, report.object_key, report.elapsed
+                );
+                Ok(())
+            })
+        }
         Command::Redrive => run_role(
             Role::RedisTool,
             "redrive",
