@@ -5,6 +5,9 @@ use std::time::Duration;
 /// The apalis-redis queue. No ':' in it: apalis-redis's pub/sub channel parsing breaks on colons.
 pub const QUEUE_NAME: &str = "wharf_submissions";
 
+/// The namespace `wharf canary` submits to; the web role accepts it even with an allow-list.
+pub const CANARY_NAMESPACE: &str = "wharf-canary";
+
 /// Sorted set of live workers: member = worker name, score = expiry time in unix milliseconds.
 pub const LIVENESS_KEY: &str = "wharf:workers:live";
 

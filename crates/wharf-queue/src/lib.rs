@@ -12,7 +12,7 @@ pub mod stats;
 pub use connection::connect;
 pub use enqueue::Enqueuer;
 pub use job::{Route, Submission, SCHEMA_VERSION};
-pub use keys::{apalis_config, QueueTuning, QUEUE_NAME};
+pub use keys::{apalis_config, QueueTuning, CANARY_NAMESPACE, QUEUE_NAME};
 pub use stats::QueueStats;
 
 /// Errors talking to the queue.

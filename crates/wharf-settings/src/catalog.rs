@@ -133,7 +133,7 @@ pub const VARIABLES: &[Variable] = &[
     var("WORKER_MISSED_HEARTBEATS", Scope::Worker, Some("3"), "3",
         "missed heartbeats after which a worker is presumed dead"),
     var("MAX_ATTEMPTS", Scope::Worker, Some("10"), "10",
-        "attempts before a job is dead-lettered"),
+        "attempts before a job is dead-lettered (1 to 25, apalis-redis's own limit)"),
     var("LIVENESS_TTL_MS", Scope::Worker, Some("15000"), "15000",
         "TTL of the liveness record each worker publishes for __heartbeat__"),
 ];

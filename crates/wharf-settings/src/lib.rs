@@ -203,6 +203,9 @@ fn format_problems(problems: &[Problem]) -> String {
         .join("\n")
 }
 
+/// apalis-redis dead-letters a failing job at this attempt, whatever the job says.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 25;
+
 /// The raw variables as envy reads them: all strings, so that parsing can report every problem.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(default)]
@@ -357,6 +360,12 @@ fn build(
         max_attempts: p.positive("MAX_ATTEMPTS"),
         liveness_ttl: p.millis("LIVENESS_TTL_MS"),
     };
+    if worker.max_attempts > MAX_ATTEMPTS_LIMIT {
+        p.problem(
+            "MAX_ATTEMPTS",
+            format!("must be at most {MAX_ATTEMPTS_LIMIT}: apalis-redis dead-letters a job at its {MAX_ATTEMPTS_LIMIT}th attempt whatever it is told"),
+        );
+    }
     if web.queue_depth_warning > web.max_queue_depth {
         p.problem(
             "QUEUE_DEPTH_WARNING",

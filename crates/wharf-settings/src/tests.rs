@@ -36,6 +36,7 @@ fn every_problem_is_reported_at_once() {
             ("SENTRY_DSN", "not a url"),
             ("LOG_FORMAT", "xml"),
             ("BATCH_MAX_DOCUMENTS", "0"),
+            ("MAX_ATTEMPTS", "26"),
         ]),
     )
     .unwrap_err();
@@ -48,6 +49,7 @@ fn every_problem_is_reported_at_once() {
         "SENTRY_DSN",
         "LOG_FORMAT",
         "BATCH_MAX_DOCUMENTS",
+        "MAX_ATTEMPTS",
     ] {
         assert!(
             names.contains(&expected),
@@ -55,7 +57,7 @@ fn every_problem_is_reported_at_once() {
         );
     }
     let text = err.to_string();
-    assert!(text.contains("7 problems"), "{text}");
+    assert!(text.contains("8 problems"), "{text}");
     assert!(
         text.contains("example: REDIS_HOST=example.cache.amazonaws.com"),
         "{text}"

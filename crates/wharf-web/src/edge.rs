@@ -29,7 +29,10 @@ pub fn parse_route(rest: &str, allowed_namespaces: &[String]) -> Result<Route, P
     if namespace.is_empty() {
         return Err(PathError::NotFound("no namespace in the path"));
     }
-    if !allowed_namespaces.is_empty() && !allowed_namespaces.iter().any(|n| n == namespace) {
+    if !allowed_namespaces.is_empty()
+        && namespace != wharf_queue::CANARY_NAMESPACE
+        && !allowed_namespaces.iter().any(|n| n == namespace)
+    {
         return Err(PathError::NotFound("unknown namespace"));
     }
     let route = if namespace == TELEMETRY {
@@ -210,6 +213,10 @@ mod tests {
             Err(PathError::NotFound(_))
         ));
         assert!(parse_route(&format!("a/t/1/{ID}"), &allowed).is_ok());
+        assert!(
+            parse_route(&format!("wharf-canary/canary/1/{ID}"), &allowed).is_ok(),
+            "the canary's reserved namespace is always accepted"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use wharf_settings::Settings;
 use crate::sink::S3Sink;
 
 /// The reserved namespace canary documents are sent to.
-pub const NAMESPACE: &str = "wharf-canary";
+pub const NAMESPACE: &str = wharf_queue::CANARY_NAMESPACE;
 /// The document type and version of canary documents.
 pub const DOC_TYPE: &str = "canary";
 pub const DOC_VERSION: &str = "1";

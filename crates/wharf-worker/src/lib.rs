@@ -34,8 +34,9 @@ use crate::handler::HandlerContext;
 use crate::sink::S3Sink;
 use crate::stop::Stop;
 
-/// apalis-redis dead-letters a failing job at its 25th attempt whatever it is told.
-pub const APALIS_REDIS_MAX_ATTEMPTS: usize = 25;
+/// apalis-redis dead-letters a failing job at its 25th attempt whatever it is told; settings
+/// validation refuses a larger `MAX_ATTEMPTS`.
+pub const APALIS_REDIS_MAX_ATTEMPTS: usize = wharf_settings::MAX_ATTEMPTS_LIMIT as usize;
 
 /// Errors that stop the worker role.
 #[derive(Debug, thiserror::Error)]
