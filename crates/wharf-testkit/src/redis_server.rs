@@ -16,9 +16,14 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts `redis-server` (from PATH, or `$REDIS_SERVER_BIN`) on a free port.
     pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// Starts `redis-server` on `port`, for a test that told the code under test the port first.
+    pub fn start_on(port: u16) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let mut server = Self {
-            port: free_port(),
+            port,
             dir,
             child: None,
         };

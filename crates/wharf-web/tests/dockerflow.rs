@@ -23,12 +23,7 @@ fn mark_worker_live(app: &common::TestApp) {
 }
 
 async fn heartbeat(app: &common::TestApp) -> (u16, serde_json::Value) {
-    let r = app
-        .client
-        .get(app.url("/__heartbeat__"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/__heartbeat__").await;
     let status = r.status().as_u16();
     assert_eq!(r.headers()["content-type"], "application/json");
     (status, r.json().await.unwrap())
@@ -38,12 +33,7 @@ async fn heartbeat(app: &common::TestApp) -> (u16, serde_json::Value) {
 async fn lbheartbeat_is_empty_and_needs_no_redis() {
     let mut app = spawn_app(&[]).await;
     app.redis.stop();
-    let r = app
-        .client
-        .get(app.url("/__lbheartbeat__"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/__lbheartbeat__").await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "");
 }
@@ -181,15 +171,7 @@ async fn two_hundred_concurrent_heartbeats_run_the_checks_once() {
 #[tokio::test]
 async fn version_falls_back_to_build_values_and_serves_the_file_when_present() {
     let app = spawn_app(&[]).await;
-    let body: serde_json::Value = app
-        .client
-        .get(app.url("/__version__"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: serde_json::Value = app.get("/__version__").await.json().await.unwrap();
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
     for field in ["source", "commit", "build"] {
         assert!(body[field].is_string(), "{field} in {body}");
@@ -200,12 +182,7 @@ async fn version_falls_back_to_build_values_and_serves_the_file_when_present() {
     let file = r#"{"source":"https://github.com/example/wharf","version":"1.2.3","commit":"0123abc","build":"https://ci.example/42"}"#;
     std::fs::write(&path, file).unwrap();
     let app = spawn_app(&[("VERSION_FILE", path.to_str().unwrap())]).await;
-    let r = app
-        .client
-        .get(app.url("/__version__"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/__version__").await;
     assert_eq!(r.headers()["content-type"], "application/json");
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(
@@ -217,47 +194,22 @@ async fn version_falls_back_to_build_values_and_serves_the_file_when_present() {
 #[tokio::test]
 async fn error_endpoint_is_off_without_a_token_and_guarded_with_one() {
     let app = spawn_app(&[]).await;
-    let r = app
-        .client
-        .get(app.url("/__error__?token=x"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/__error__?token=x").await;
     assert_eq!(r.status(), 404);
 
     let app = spawn_app(&[("ERROR_ENDPOINT_TOKEN", "s3cret-token")]).await;
-    let r = app
-        .client
-        .get(app.url("/__error__?token=wrong"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/__error__?token=wrong").await;
     assert_eq!(r.status(), 403);
-    let r = app
-        .client
-        .get(app.url("/__error__?token=s3cret-token"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/__error__?token=s3cret-token").await;
     assert_eq!(r.status(), 500, "the panic is caught and answered with 500");
-    let r = app
-        .client
-        .get(app.url("/__lbheartbeat__"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/__lbheartbeat__").await;
     assert_eq!(r.status(), 200, "the server survives the panic");
 }
 
 #[tokio::test]
 async fn graceful_stop_finishes_and_returns_ok() {
     let mut app = spawn_app(&[]).await;
-    let r = app
-        .client
-        .get(app.url("/__lbheartbeat__"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/__lbheartbeat__").await;
     assert_eq!(r.status(), 200);
     app.stop().await.unwrap();
     assert!(

@@ -82,13 +82,7 @@ async fn post_and_put_are_accepted_and_stored_with_exact_attributes() {
 async fn absent_headers_are_left_out_and_telemetry_urls_parse() {
     let app = spawn_app(&[]).await;
     let path = format!("/submit/telemetry/{DOC_ID}/main/Firefox/61.0a1/nightly/20180328030202");
-    let response = app
-        .client
-        .post(app.url(&path))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let response = app.post(&path, "x").await;
     assert_eq!(response.status(), 200);
     let jobs = app.queued();
     let a = &jobs[0].attributes;
@@ -298,13 +292,7 @@ async fn missing_content_length_without_chunking_is_411() {
 async fn a_full_queue_gets_507_with_retry_after() {
     let app = spawn_app(&[("MAX_QUEUE_DEPTH", "3"), ("QUEUE_DEPTH_WARNING", "2")]).await;
     for _ in 0..3 {
-        let r = app
-            .client
-            .post(app.url(&submit_path("ns")))
-            .body("x")
-            .send()
-            .await
-            .unwrap();
+        let r = app.post(&submit_path("ns"), "x").await;
         assert_eq!(r.status(), 200);
     }
     let url = app.url(&submit_path("ns"));
@@ -330,23 +318,11 @@ async fn a_full_queue_gets_507_with_retry_after() {
 #[tokio::test]
 async fn redis_outage_gets_503_with_retry_after_then_recovers() {
     let mut app = spawn_app(&[]).await;
-    let ok = app
-        .client
-        .post(app.url(&submit_path("ns")))
-        .body("before")
-        .send()
-        .await
-        .unwrap();
+    let ok = app.post(&submit_path("ns"), "before").await;
     assert_eq!(ok.status(), 200);
 
     app.redis.stop();
-    let r = app
-        .client
-        .post(app.url(&submit_path("ns")))
-        .body("during")
-        .send()
-        .await
-        .unwrap();
+    let r = app.post(&submit_path("ns"), "during").await;
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "30");
 
@@ -376,18 +352,8 @@ async fn redis_outage_gets_503_with_retry_after_then_recovers() {
 #[tokio::test]
 async fn submissions_and_requests_are_counted_in_statsd() {
     let app = spawn_app(&[]).await;
-    app.client
-        .post(app.url(&submit_path("ns")))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
-    app.client
-        .post(app.url("/submit/ns/event/1/nope"))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    app.post(&submit_path("ns"), "x").await;
+    app.post("/submit/ns/event/1/nope", "x").await;
     let statsd = &app.statsd;
     let seen = eventually(Duration::from_secs(5), || async {
         let lines = statsd.lines();

@@ -374,7 +374,7 @@ async fn web_starts_without_redis_and_recovers_when_it_appears() {
         sentry.envelopes()
     );
 
-    let _redis = RedisServerOnPort::start(port);
+    let _redis = RedisServer::start_on(port);
     let url = web.url("/__heartbeat__");
     let recovered = eventually(Duration::from_secs(15), || {
         let url = url.clone();
@@ -390,40 +390,6 @@ async fn web_starts_without_redis_and_recovers_when_it_appears() {
     })
     .await;
     assert!(recovered, "heartbeat sees Redis once it appears");
-}
-
-/// redis-server on a port chosen before it starts (the web role was told the port first).
-struct RedisServerOnPort {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServerOnPort {
-    fn start(port: u16) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--dir",
-            ])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self { child, _dir: dir }
-    }
-}
-
-impl Drop for RedisServerOnPort {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

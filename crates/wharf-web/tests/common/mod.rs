@@ -23,6 +23,21 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// GET `path` on the app.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// POST `body` to `path` on the app.
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Every job on the queue, decoded, in the order apalis-redis stored them.
     pub fn queued(&self) -> Vec<Submission> {
         let mut conn = self.redis.connection();
