@@ -1,0 +1,666 @@
+#!/usr/bin/env python3
+"""Wharf benchmark harness: loopback redis-server + S3 stand-in + `wharf web` + N `wharf worker`, driven by oha.
+
+Run it through `bench/run` (which builds the release binaries first). Everything listens on
+127.0.0.1 on free ports, every load phase is bounded by oha's own duration, and every process the
+harness starts is stopped (SIGTERM, then SIGKILL) before it exits, also on Ctrl-C or an error.
+"""
+
+import argparse
+import datetime
+import gzip
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bodies  # noqa: E402
+import plot  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+UUID_RE = "[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+QUEUE = "wharf_submissions"
+BUCKET = "wharf-bench"
+ACCESS_KEY = "benchaccess"
+SECRET_KEY = "benchsecret"
+
+
+class HarnessError(Exception):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float, proc: subprocess.Popen, name: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise HarnessError(f"{name} exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise HarnessError(f"{name} did not listen on 127.0.0.1:{port} within {timeout}s")
+
+
+# ---------------------------------------------------------------- /proc readings
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Resets VmHWM to the current RSS (needs the same user or root; a no-op if refused)."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------- processes
+
+
+class Services:
+    """The processes of one run; `stop_all` always runs."""
+
+    def __init__(self, bin_dir: str, work: str, oha: str):
+        self.bin_dir = bin_dir
+        self.work = work
+        self.oha = oha
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.redis_port = 0
+        self.s3_port = 0
+        self.web = None
+        self.web_port = 0
+        self.baseline = None
+        self.baseline_port = 0
+        self.workers: list[subprocess.Popen] = []
+        # A StatsD port that is never read: the roles pay for sending metrics, as in production,
+        # and the kernel drops what does not fit the receive buffer.
+        self.statsd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.statsd.bind(("127.0.0.1", 0))
+
+    def spawn(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
+        out = open(os.path.join(self.work, f"{name}.log"), "wb")
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        out.close()
+        self.procs.append((name, proc))
+        return proc
+
+    def stop(self, proc: subprocess.Popen, grace: float = 10.0) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+    def stop_all(self) -> None:
+        for _, proc in reversed(self.procs):
+            try:
+                self.stop(proc, grace=5.0)
+            except Exception:  # noqa: BLE001 - best effort, keep stopping the rest
+                pass
+
+    def start_redis(self) -> None:
+        self.redis_port = free_port()
+        proc = self.spawn(
+            "redis",
+            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.work, "--protected-mode", "yes"],
+        )
+        wait_port(self.redis_port, 10, proc, "redis-server")
+
+    def redis(self, *args: str) -> str:
+        out = subprocess.run(["redis-cli", "-p", str(self.redis_port), *args],
+                             capture_output=True, text=True, timeout=30)
+        if out.returncode != 0:
+            raise HarnessError(f"redis-cli {' '.join(args)}: {out.stderr.strip()}")
+        return out.stdout.strip()
+
+    def backlog(self) -> int:
+        out = subprocess.run(
+            ["redis-cli", "-p", str(self.redis_port)],
+            input=f"LLEN {QUEUE}:active\nZCARD {QUEUE}:scheduled\n",
+            capture_output=True, text=True, timeout=10,
+        )
+        return sum(int(x) for x in out.stdout.split() if x.lstrip("-").isdigit())
+
+    def start_s3(self) -> None:
+        self.s3_port = free_port()
+        root = os.path.join(self.work, "s3")
+        os.makedirs(root, exist_ok=True)
+        proc = self.spawn(
+            "s3-standin",
+            [os.path.join(self.bin_dir, "s3-standin"), "--root", root, "--host", "127.0.0.1",
+             "--port", str(self.s3_port), "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY,
+             "--bucket", BUCKET],
+        )
+        wait_port(self.s3_port, 10, proc, "s3-standin")
+
+    def common_env(self) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "REDIS_", "S3_", "BATCH_", "WORKER_"))}
+        env.update({
+            "REDIS_HOST": "127.0.0.1",
+            "REDIS_PORT": str(self.redis_port),
+            "ENVIRONMENT": "bench",
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "info",
+        })
+        env["STATSD_HOST"] = "127.0.0.1"
+        env["STATSD_PORT"] = str(self.statsd.getsockname()[1])
+        env.pop("SENTRY_DSN", None)
+        env.pop("CONFIG_URL", None)
+        return env
+
+    def start_web(self, extra_env: dict) -> None:
+        self.web_port = free_port()
+        env = self.common_env()
+        env.update({"HOST": "127.0.0.1", "PORT": str(self.web_port), "VERSION_FILE": "/nonexistent"})
+        env.update(extra_env)
+        self.web = self.spawn("web", [os.path.join(self.bin_dir, "wharf"), "web"], env)
+        wait_port(self.web_port, 20, self.web, "wharf web")
+
+    def start_baseline(self) -> None:
+        self.baseline_port = free_port()
+        self.baseline = self.spawn(
+            "baseline",
+            [os.path.join(self.bin_dir, "wharf-bench-baseline"), "--host", "127.0.0.1",
+             "--port", str(self.baseline_port), "--redis", f"redis://127.0.0.1:{self.redis_port}/0",
+             "--key", "baseline"],
+        )
+        wait_port(self.baseline_port, 20, self.baseline, "wharf-bench-baseline")
+
+    def start_workers(self, n: int, extra_env: dict) -> None:
+        env = self.common_env()
+        env.update({
+            "S3_BUCKET": BUCKET,
+            "S3_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}",
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_REGION": "us-east-1",
+        })
+        env.update(extra_env)
+        for i in range(n):
+            self.workers.append(self.spawn(f"worker{i}", [os.path.join(self.bin_dir, "wharf"), "worker"], env))
+        time.sleep(1.0)
+        for w in self.workers:
+            if w.poll() is not None:
+                raise HarnessError(f"a worker exited with {w.returncode} at start-up (see worker logs)")
+
+
+# ---------------------------------------------------------------- load generation
+
+
+def oha_run(svc: Services, port: int, body_file: str, duration: float, connections: int,
+            rate: float | None) -> dict:
+    """One oha run against /submit on `port`; returns its figures (latencies in ms)."""
+    url = f"http://127.0.0.1:{port}/submit/bench/main/4/{UUID_RE}"
+    argv = [svc.oha, "--no-tui", "--output-format", "json", "-z", f"{duration}s", "-c", str(connections),
+            "-m", "POST", "-D", body_file, "-T", "application/json",
+            "-H", "Content-Encoding: gzip", "-H", "User-Agent: pingsender/1.0",
+            "-H", "X-PingSender-Version: 1.0", "--rand-regex-url", url]
+    if rate:
+        argv += ["-q", str(rate), "--latency-correction"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    if out.returncode != 0:
+        raise HarnessError(f"oha failed ({out.returncode}): {out.stderr.strip()[:500]}")
+    data = json.loads(out.stdout)
+    summary = data["summary"]
+    pct = data.get("latencyPercentiles", {})
+    codes = {str(k): int(v) for k, v in data.get("statusCodeDistribution", {}).items()}
+    ok = codes.get("200", 0)
+    total_time = summary.get("total") or duration
+
+    def ms(key: str):
+        v = pct.get(key)
+        return None if v is None else round(v * 1000, 3)
+
+    return {
+        "offered_rps": rate,
+        "duration_s": round(total_time, 3),
+        "requests": sum(codes.values()),
+        "ok": ok,
+        "status_codes": codes,
+        "errors": data.get("errorDistribution", {}),
+        "throughput_rps": round(ok / total_time, 1) if total_time else 0.0,
+        "p50_ms": ms("p50"),
+        "p99_ms": ms("p99"),
+        "p99_9_ms": ms("p99.9"),
+        "max_ms": None if summary.get("slowest") is None else round(summary["slowest"] * 1000, 3),
+    }
+
+
+def measured(svc: Services, pid: int, fn):
+    """Runs fn() and returns (result, cpu seconds of pid meanwhile, peak RSS MB meanwhile)."""
+    reset_peak_rss(pid)
+    before = cpu_seconds(pid)
+    result = fn()
+    return result, cpu_seconds(pid) - before, peak_rss_mb(pid)
+
+
+def per_k(cpu: float, docs: int):
+    return round(cpu / docs * 1000, 4) if docs else None
+
+
+# ---------------------------------------------------------------- S3 reading
+
+
+def landed(svc: Services) -> list[tuple[float, str, str]]:
+    """Every line in every object: (object mtime, submission_timestamp, uri)."""
+    root = os.path.join(svc.work, "s3", BUCKET)
+    lines = []
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            if not name.endswith(".ndjson.gz"):
+                continue
+            path = os.path.join(dirpath, name)
+            mtime = os.stat(path).st_mtime
+            with gzip.open(path, "rt") as f:
+                for line in f:
+                    if not line.strip():
+                        continue
+                    attrs = json.loads(line).get("attributes", {})
+                    lines.append((mtime, attrs.get("submission_timestamp", ""), attrs.get("uri", "")))
+    return lines
+
+
+def parse_ts(ts: str) -> float:
+    return datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def percentile(sorted_values: list[float], q: float):
+    if not sorted_values:
+        return None
+    i = min(len(sorted_values) - 1, max(0, int(round(q * (len(sorted_values) - 1)))))
+    return sorted_values[i]
+
+
+# ---------------------------------------------------------------- redis-benchmark
+
+
+def redis_benchmark(svc: Services, body_len: int, job_len: int, requests: int) -> dict:
+    """Baseline (b): RPUSH of the body, and apalis-redis's push script for one job of the same size."""
+    results = {}
+    common = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(svc.redis_port), "-c", "50", "-n", str(requests),
+              "-r", "100000000", "--csv", "-q"]
+    out = subprocess.run(common + ["RPUSH", "rb:list", "x" * body_len], capture_output=True, text=True, timeout=120)
+    results["rpush_body_rps"] = _rb_rps(out.stdout)
+    script_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apalis_batch_push.lua")
+    with open(script_path) as f:
+        sha = svc.redis("SCRIPT", "LOAD", f.read())
+    keys = [f"rb:{QUEUE}:data", f"rb:{QUEUE}:active", f"rb:{QUEUE}:signal", f"rb:{QUEUE}:meta",
+            f"rb:{QUEUE}:scheduled", f"rb:{QUEUE}:idem"]
+    now = str(int(time.time()))
+    argv = ["EVALSHA", sha, "6", *keys, "0", "0",
+            "__rand_int__", "x" * job_len, "0", "25", "{}", now, ""]
+    out = subprocess.run(common + argv, capture_output=True, text=True, timeout=120)
+    results["apalis_push_one_job_rps"] = _rb_rps(out.stdout)
+    svc.redis("FLUSHALL")
+    return results
+
+
+def _rb_rps(csv: str):
+    for line in csv.splitlines():
+        parts = [p.strip('"') for p in line.split(",")]
+        if len(parts) >= 2:
+            try:
+                return float(parts[1])
+            except ValueError:
+                continue
+    return None
+
+
+# ---------------------------------------------------------------- phases
+
+
+def saturation(svc: Services, target: str, body_file: str, duration: float, connections: int) -> dict:
+    port, proc = (svc.web_port, svc.web) if target == "wharf" else (svc.baseline_port, svc.baseline)
+    fig, cpu, rss = measured(svc, proc.pid, lambda: oha_run(svc, port, body_file, duration, connections, None))
+    fig.update({"cpu_s": round(cpu, 3), "cpu_s_per_1k_docs": per_k(cpu, fig["ok"]), "peak_rss_mb": round(rss, 1)})
+    svc.redis("FLUSHALL")
+    return fig
+
+
+def end_to_end(svc: Services, body_file: str, rate: float, duration: float, connections: int,
+               drain_timeout: float) -> dict:
+    pids = {"web": svc.web.pid, **{f"worker{i}": w.pid for i, w in enumerate(svc.workers)}}
+    for pid in pids.values():
+        reset_peak_rss(pid)
+    cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+    samples = []
+    t0 = time.time()
+    box = {}
+
+    def drive():
+        try:
+            box["fig"] = oha_run(svc, svc.web_port, body_file, duration, connections, rate)
+        except Exception as e:  # noqa: BLE001 - reported below
+            box["error"] = e
+
+    th = threading.Thread(target=drive)
+    th.start()
+    while th.is_alive():
+        samples.append((round(time.time() - t0, 2), svc.backlog()))
+        th.join(timeout=1.0)
+    t1 = time.time()
+    if "error" in box:
+        raise box["error"]
+    fig = box["fig"]
+    cpu_load = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
+    # Drain: wait until everything accepted has landed (or the timeout).
+    deadline = time.monotonic() + drain_timeout
+    rows = landed(svc)
+    while len({u for _, _, u in rows}) < fig["ok"] and time.monotonic() < deadline:
+        time.sleep(1.0)
+        samples.append((round(time.time() - t0, 2), svc.backlog()))
+        rows = landed(svc)
+    t_drained = time.time()
+    cpu_total = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
+    rss = {k: round(peak_rss_mb(p), 1) for k, p in pids.items()}
+
+    uris = {u for _, _, u in rows}
+    in_window = sum(1 for m, _, _ in rows if m <= t1)
+    lat = sorted(m - parse_ts(ts) for m, ts, _ in rows if ts)
+    worker_cpu = sum(v for k, v in cpu_total.items() if k.startswith("worker"))
+    both_cpu = worker_cpu + cpu_total["web"]
+    half = [b for t, b in samples if t >= duration / 2 and t <= duration]
+    return {
+        "offered_rps": rate,
+        "duration_s": round(t1 - t0, 2),
+        "submission": fig,
+        "accepted": fig["ok"],
+        "landed_lines": len(rows),
+        "landed_unique": len(uris),
+        "duplicates": len(rows) - len(uris),
+        "all_accepted_landed": len(uris) >= fig["ok"],
+        "landed_during_load": in_window,
+        "end_to_end_docs_per_s": round(in_window / (t1 - t0), 1),
+        "end_to_end_fraction_of_submission": round(in_window / fig["ok"], 3) if fig["ok"] else None,
+        "drain_s_after_load": round(t_drained - t1, 2),
+        "submission_to_object_s": {
+            "p50": _r(percentile(lat, 0.5)), "p99": _r(percentile(lat, 0.99)), "max": _r(lat[-1] if lat else None),
+        },
+        "backlog": {
+            "samples": samples,
+            "max": max((b for _, b in samples), default=0),
+            "at_end_of_load": half[-1] if half else None,
+            "second_half_first": half[0] if half else None,
+        },
+        "peak_rss_mb": rss,
+        "cpu_s_during_load": {k: round(v, 3) for k, v in cpu_load.items()},
+        "cpu_s_total": {k: round(v, 3) for k, v in cpu_total.items()},
+        "cpu_s_per_1k_docs": {
+            "web": per_k(cpu_total["web"], len(uris)),
+            "workers": per_k(worker_cpu, len(uris)),
+            "both": per_k(both_cpu, len(uris)),
+        },
+        "cpu_s_per_million_docs_both": round(both_cpu / len(uris) * 1e6, 1) if uris else None,
+    }
+
+
+def _r(v):
+    return None if v is None else round(v, 3)
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="the CI smoke run: 1 KB bodies, short phases (< 1 minute)")
+    ap.add_argument("--check", action="store_true", help="exit non-zero unless every phase produced figures")
+    ap.add_argument("--bin-dir", required=True, help="directory holding wharf, s3-standin, wharf-bench-baseline")
+    ap.add_argument("--oha", default=shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha"))
+    ap.add_argument("--out", help="result file (default bench/results/latest.json; quick: bench/results/quick.json)")
+    ap.add_argument("--workers", type=int, default=2, help="wharf worker processes in the end-to-end phase")
+    ap.add_argument("--duration", type=float, help="seconds per load phase (default 10, quick 3)")
+    ap.add_argument("--e2e-duration", type=float, help="seconds of end-to-end load (default 60, quick 8)")
+    ap.add_argument("--e2e-load", type=float, default=0.8, help="end-to-end offered rate as a fraction of saturation")
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--sizes", default=None, help="comma-separated document sizes in bytes (default 1024,10240; quick 1024)")
+    ap.add_argument("--worker-env", action="append", default=[], metavar="K=V", help="extra worker environment (repeatable)")
+    ap.add_argument("--web-env", action="append", default=[], metavar="K=V", help="extra web environment (repeatable)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, S3 objects)")
+    args = ap.parse_args()
+
+    quick = args.quick
+    if not args.out:
+        results = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+        args.out = os.path.join(results, "quick.json" if quick else "latest.json")
+    duration = args.duration or (3.0 if quick else 10.0)
+    e2e_duration = args.e2e_duration or (8.0 if quick else 60.0)
+    sizes = [int(s) for s in (args.sizes or ("1024" if quick else "1024,10240")).split(",")]
+    sweep = [0.5, 0.9] if quick else [0.25, 0.5, 0.75, 0.9]
+    worker_env = dict(kv.split("=", 1) for kv in args.worker_env)
+    web_env = dict(kv.split("=", 1) for kv in args.web_env)
+    if quick:
+        worker_env.setdefault("BATCH_MAX_AGE_MS", "2000")
+
+    for tool in ("redis-server", "redis-cli", "redis-benchmark"):
+        if not shutil.which(tool):
+            raise HarnessError(f"{tool} not found (apt-get install redis-server redis-tools)")
+    if not os.path.exists(args.oha):
+        raise HarnessError("oha not found: bench/install-oha (cargo install oha --locked)")
+    for b in ("wharf", "s3-standin", "wharf-bench-baseline"):
+        if not os.access(os.path.join(args.bin_dir, b), os.X_OK):
+            raise HarnessError(f"{b} not found in {args.bin_dir}")
+
+    started = time.time()
+    work = tempfile.mkdtemp(prefix="wharf-bench-")
+    svc = Services(args.bin_dir, work, args.oha)
+    oha_version = subprocess.run([args.oha, "--version"], capture_output=True, text=True).stdout.strip()
+    result = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": " ".join(["bench/run", *sys.argv[1:]]),
+        "machine": {"cores": os.cpu_count(), "kernel": platform.release(), "loadavg_at_start": os.getloadavg(),
+                    "cpu": _cpu_model()},
+        "tools": {"oha": oha_version, "redis": _version(["redis-server", "--version"])},
+        "mode": "quick" if quick else "default",
+        "settings": {"duration_s": duration, "connections": args.connections, "e2e_duration_s": e2e_duration,
+                     "workers": args.workers, "worker_env": worker_env, "web_env": web_env},
+        "sizes": {},
+    }
+    try:
+        svc.start_redis()
+        svc.start_s3()
+        svc.start_web(web_env)
+        svc.start_baseline()
+        svc.redis("FLUSHALL")
+        for size in sizes:
+            body, raw = bodies.gzipped(size)
+            body_file = os.path.join(work, f"body-{size}.json.gz")
+            with open(body_file, "wb") as f:
+                f.write(body)
+            entry = {"raw_bytes": raw, "gzip_bytes": len(body)}
+            log(f"{size} B documents ({len(body)} B gzip): saturation, baseline (a)")
+            base = saturation(svc, "baseline", body_file, duration, args.connections)
+            log(f"  baseline {base['throughput_rps']} req/s p99 {base['p99_ms']} ms")
+            log(f"{size} B: saturation, wharf web")
+            wh = saturation(svc, "wharf", body_file, duration, args.connections)
+            log(f"  wharf {wh['throughput_rps']} req/s p99 {wh['p99_ms']} ms")
+            entry["baseline_saturation"] = base
+            entry["wharf_saturation"] = wh
+            entry["wharf_fraction_of_baseline"] = (
+                round(wh["throughput_rps"] / base["throughput_rps"], 3) if base["throughput_rps"] else None)
+            if size == sizes[0]:
+                entry["sweep"] = {"wharf": [], "baseline": []}
+                for frac in sweep:
+                    for target, sat in (("wharf", wh), ("baseline", base)):
+                        if quick and target == "baseline" and frac != 0.5:
+                            continue
+                        rate = max(10, round(sat["throughput_rps"] * frac))
+                        port = svc.web_port if target == "wharf" else svc.baseline_port
+                        fig = oha_run(svc, port, body_file, duration, args.connections, rate)
+                        fig["fraction_of_saturation"] = frac
+                        svc.redis("FLUSHALL")
+                        entry["sweep"][target].append(fig)
+                        log(f"  {target} at {rate}/s: {fig['throughput_rps']} req/s p50 {fig['p50_ms']} p99 {fig['p99_ms']} p99.9 {fig['p99_9_ms']} ms")
+            # Baseline (b): redis-benchmark, same command mix and sizes.
+            job_len = _job_len(len(body))
+            entry["redis_benchmark"] = redis_benchmark(svc, len(body), job_len, 20000 if quick else 100000)
+            entry["redis_benchmark"]["job_bytes"] = job_len
+            log(f"  redis-benchmark {entry['redis_benchmark']}")
+            result["sizes"][str(size)] = entry
+
+        # End to end, with workers.
+        size = sizes[0]
+        body_file = os.path.join(work, f"body-{size}.json.gz")
+        sat = result["sizes"][str(size)]["wharf_saturation"]["throughput_rps"]
+        rate = max(10, round(sat * args.e2e_load))
+        svc.start_workers(args.workers, worker_env)
+        log(f"end to end: {args.workers} workers, {rate}/s ({args.e2e_load:.0%} of saturation) for {e2e_duration}s")
+        drain = float(worker_env.get("BATCH_MAX_AGE_MS", 10000)) / 1000 + (15 if quick else 60)
+        e2e = end_to_end(svc, body_file, rate, e2e_duration, args.connections, drain)
+        e2e["workers"] = args.workers
+        e2e["size"] = size
+        result["end_to_end"] = e2e
+        log(f"  submitted {e2e['accepted']} landed {e2e['landed_unique']} ({e2e['end_to_end_docs_per_s']} docs/s during load), "
+            f"latency p50 {e2e['submission_to_object_s']['p50']} s, cpu/1M both {e2e['cpu_s_per_million_docs_both']} s")
+        bound = int(worker_env.get("BATCH_MAX_BYTES", 8388608)) * int(worker_env.get("MAX_OPEN_BATCHES", 64))
+        result["worker_batch_buffer_bound_mb"] = round(bound / 2**20, 1)
+    finally:
+        svc.stop_all()
+        result["elapsed_s"] = round(time.time() - started, 1)
+        if args.keep:
+            log(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+    svg = os.path.splitext(args.out)[0] + ".svg"
+    plot.write_svg(result, svg)
+    log(f"wrote {args.out} and {svg} in {result['elapsed_s']} s")
+    print(summary_text(result))
+    if args.check:
+        problems = check(result)
+        if problems:
+            for p in problems:
+                log(f"CHECK FAILED: {p}")
+            return 1
+        log("check passed: every phase produced figures")
+    return 0
+
+
+def _job_len(gzip_len: int) -> int:
+    """Approximate size of one queued job: base64 body plus attributes and envelope."""
+    return (gzip_len + 2) // 3 * 4 + 420
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _version(argv: list[str]) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def check(result: dict) -> list[str]:
+    """Did the harness run and produce figures? (Never judges whether they are fast.)"""
+    problems = []
+    if not result.get("sizes"):
+        problems.append("no size was measured")
+    for size, entry in result.get("sizes", {}).items():
+        for key in ("baseline_saturation", "wharf_saturation"):
+            fig = entry.get(key, {})
+            if not fig.get("ok") or fig.get("p99_ms") is None:
+                problems.append(f"{size}: {key} has no successful requests or no p99")
+        for target, figs in entry.get("sweep", {}).items():
+            if not figs or any(f.get("p99_ms") is None or not f.get("ok") for f in figs):
+                problems.append(f"{size}: {target} sweep produced no figures")
+        rb = entry.get("redis_benchmark", {})
+        if not rb.get("rpush_body_rps") or not rb.get("apalis_push_one_job_rps"):
+            problems.append(f"{size}: redis-benchmark produced no figures")
+    e2e = result.get("end_to_end")
+    if not e2e:
+        problems.append("no end-to-end phase")
+    else:
+        if not e2e.get("landed_unique"):
+            problems.append("end to end: nothing landed in S3")
+        if e2e.get("submission_to_object_s", {}).get("p50") is None:
+            problems.append("end to end: no submission-to-object latency")
+        if e2e.get("cpu_s_per_million_docs_both") is None:
+            problems.append("end to end: no CPU figure")
+    return problems
+
+
+def summary_text(r: dict) -> str:
+    lines = [f"Wharf benchmark {r['date']} ({r['mode']}, {r['machine']['cores']} cores, load at start {r['machine']['loadavg_at_start'][0]:.2f})"]
+    for size, e in r["sizes"].items():
+        b, w = e["baseline_saturation"], e["wharf_saturation"]
+        lines.append(f"  {size} B docs ({e['gzip_bytes']} B gzip): baseline (a) {b['throughput_rps']} req/s, "
+                     f"wharf {w['throughput_rps']} req/s = {e['wharf_fraction_of_baseline']} of (a); "
+                     f"wharf p50/p99/p99.9 {w['p50_ms']}/{w['p99_ms']}/{w['p99_9_ms']} ms; web peak RSS {w['peak_rss_mb']} MB; "
+                     f"web CPU {w['cpu_s_per_1k_docs']} s/1k docs")
+        rb = e["redis_benchmark"]
+        lines.append(f"    redis-benchmark (b): RPUSH {rb['rpush_body_rps']}/s, apalis push script (1 job) {rb['apalis_push_one_job_rps']}/s")
+        for f in e.get("sweep", {}).get("wharf", []):
+            lines.append(f"    wharf at {f['offered_rps']}/s ({f['fraction_of_saturation']:.0%}): p50 {f['p50_ms']} p99 {f['p99_ms']} p99.9 {f['p99_9_ms']} ms")
+    e = r.get("end_to_end")
+    if e:
+        lines.append(f"  end to end ({e['workers']} workers, offered {e['offered_rps']}/s): accepted {e['accepted']}, landed {e['landed_unique']} "
+                     f"(dups {e['duplicates']}), {e['end_to_end_docs_per_s']} docs/s during load = {e['end_to_end_fraction_of_submission']} of accepted; "
+                     f"backlog max {e['backlog']['max']}; submission->object p50 {e['submission_to_object_s']['p50']} s p99 {e['submission_to_object_s']['p99']} s")
+        lines.append(f"    peak RSS MB {e['peak_rss_mb']}; CPU s/1k docs {e['cpu_s_per_1k_docs']}; both roles {e['cpu_s_per_million_docs_both']} CPU-s per million docs")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except HarnessError as e:
+        log(f"error: {e}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
