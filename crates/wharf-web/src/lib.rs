@@ -26,6 +26,7 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
+use wharf_queue::enqueue::GroupCommitLimits;
 use wharf_queue::Enqueuer;
 use wharf_settings::Settings;
 
@@ -86,7 +87,9 @@ impl WebApp {
         );
         let state = AppState {
             settings: Arc::new(web.clone()),
-            enqueuer: Enqueuer::new(conn),
+            // Group commit: concurrent submissions share one push script call (each still gets
+            // its 200 only after Redis acknowledged the push carrying it).
+            enqueuer: Enqueuer::new(conn).with_group_commit(GroupCommitLimits::default()),
             enqueue_timeout: settings.redis.timeout * 2,
             backlog,
             heartbeat: Arc::new(heartbeat),

@@ -92,7 +92,7 @@ async fn accept(
     let started = Instant::now();
     let enqueued = tokio::time::timeout(
         state.enqueue_timeout,
-        state.enqueuer.enqueue(std::slice::from_ref(&submission)),
+        state.enqueuer.enqueue_one(&submission),
     )
     .await;
     state

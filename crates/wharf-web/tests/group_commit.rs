@@ -1,0 +1,217 @@
+//! Group commit: concurrent submissions share pushes, each is acknowledged only after Redis has its push, and a failed push fails all of its submissions.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::spawn_app;
+use wharf_queue::enqueue::{EnqueueError, GroupCommitLimits};
+use wharf_queue::{Enqueuer, Route, Submission};
+use wharf_testkit::redis_server::RedisServer;
+
+fn submission(i: usize) -> Submission {
+    Submission::new(
+        Route {
+            namespace: "ns".into(),
+            doc_type: "t".into(),
+            doc_version: "1".into(),
+            doc_id: format!("00000000-0000-4000-8000-{i:012}"),
+        },
+        BTreeMap::from([("uri".to_string(), format!("/submit/ns/t/1/{i}"))]),
+        format!("body {i}").as_bytes(),
+    )
+}
+
+fn enqueuer(redis: &RedisServer, limits: GroupCommitLimits) -> Enqueuer {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(500)))
+        .set_response_timeout(Some(Duration::from_millis(2000)))
+        .set_number_of_retries(1);
+    let conn = redis::aio::ConnectionManager::new_lazy_with_config(client, config).unwrap();
+    Enqueuer::new(conn).with_group_commit(limits)
+}
+
+/// Script invocations Redis has served since the last CONFIG RESETSTAT.
+fn script_calls(conn: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split([':', ','])
+                .find_map(|kv| kv.strip_prefix("calls="))
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+fn queued_doc_ids(conn: &mut redis::Connection) -> BTreeSet<String> {
+    let data: std::collections::HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
+        .arg("wharf_submissions:data")
+        .query(conn)
+        .unwrap();
+    data.values()
+        .map(|b| Submission::from_json(b).unwrap().route.doc_id)
+        .collect()
+}
+
+#[tokio::test]
+async fn submissions_waiting_behind_a_push_share_the_next_one() {
+    let redis = RedisServer::start();
+    let mut conn = redis.connection();
+    let enq = enqueuer(
+        &redis,
+        GroupCommitLimits {
+            max_in_flight: 1,
+            ..GroupCommitLimits::default()
+        },
+    );
+    // Load the push script so that every push below is exactly one script call.
+    enq.enqueue_one(&submission(1000)).await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut conn)
+        .unwrap();
+
+    // Hold Redis so the first push cannot finish while the other submissions arrive.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(500)
+        .query(&mut conn)
+        .unwrap();
+    let handles: Vec<_> = (0..50)
+        .map(|i| {
+            let enq = enq.clone();
+            tokio::spawn(async move { enq.enqueue_one(&submission(i)).await })
+        })
+        .collect();
+    let mut ids = BTreeSet::new();
+    for h in handles {
+        ids.insert(h.await.unwrap().expect("every submission is acknowledged"));
+    }
+    assert_eq!(ids.len(), 50, "every submission gets its own task id");
+
+    let calls = script_calls(&mut conn);
+    assert!(
+        calls < 50,
+        "50 concurrent submissions behind one in-flight push were grouped, got {calls} pushes"
+    );
+    let queued = queued_doc_ids(&mut conn);
+    assert_eq!(queued.len(), 51);
+    for i in 0..50 {
+        assert!(queued.contains(&submission(i).route.doc_id));
+    }
+}
+
+#[tokio::test]
+async fn an_acknowledged_submission_is_already_in_redis() {
+    let redis = RedisServer::start();
+    let mut conn = redis.connection();
+    let enq = enqueuer(&redis, GroupCommitLimits::default());
+    let handles: Vec<_> = (0..200)
+        .map(|i| {
+            let enq = enq.clone();
+            tokio::spawn(async move { (i, enq.enqueue_one(&submission(i)).await) })
+        })
+        .collect();
+    for h in handles {
+        let (i, result) = h.await.unwrap();
+        result.unwrap();
+        let stored: bool = redis::cmd("HEXISTS")
+            .arg("wharf_submissions:data")
+            .arg(
+                // The id is what the push stored the job under.
+                queued_id_for(&mut conn, &submission(i).route.doc_id),
+            )
+            .query(&mut conn)
+            .unwrap();
+        assert!(
+            stored,
+            "submission {i} was acknowledged before Redis had it"
+        );
+    }
+    assert_eq!(queued_doc_ids(&mut conn).len(), 200);
+}
+
+fn queued_id_for(conn: &mut redis::Connection, doc_id: &str) -> String {
+    let data: std::collections::HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
+        .arg("wharf_submissions:data")
+        .query(conn)
+        .unwrap();
+    data.into_iter()
+        .find(|(_, b)| Submission::from_json(b).unwrap().route.doc_id == doc_id)
+        .map(|(id, _)| id)
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_failed_push_fails_every_submission_in_it() {
+    let mut redis = RedisServer::start();
+    let mut conn = redis.connection();
+    let enq = enqueuer(
+        &redis,
+        GroupCommitLimits {
+            max_in_flight: 1,
+            ..GroupCommitLimits::default()
+        },
+    );
+    enq.enqueue_one(&submission(1000)).await.unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(5000)
+        .query(&mut conn)
+        .unwrap();
+    let handles: Vec<_> = (0..20)
+        .map(|i| {
+            let enq = enq.clone();
+            tokio::spawn(async move { enq.enqueue_one(&submission(i)).await })
+        })
+        .collect();
+    // Let every submission reach the committer, then take Redis away under the held push.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    redis.stop();
+    for h in handles {
+        let result = h.await.unwrap();
+        assert!(
+            matches!(result, Err(EnqueueError::Group { .. })),
+            "expected the group push error, got {result:?}"
+        );
+    }
+
+    redis.restart();
+    let mut recovered = false;
+    for _ in 0..50 {
+        if enq.enqueue_one(&submission(99)).await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the committer keeps working once Redis is back");
+}
+
+#[tokio::test]
+async fn concurrent_http_submissions_all_get_200_and_are_all_queued() {
+    let app = spawn_app(&[]).await;
+    let handles: Vec<_> = (0..100)
+        .map(|i| {
+            let client = app.client.clone();
+            let url = app.url(&format!("/submit/ns/t/1/00000000-0000-4000-8000-{i:012}"));
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .body(format!("doc {i}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+    let ids: BTreeSet<String> = app.queued().into_iter().map(|s| s.route.doc_id).collect();
+    assert_eq!(ids.len(), 100);
+}
