@@ -79,6 +79,14 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def reset_peak_rss(pid: int) -> None:
     """Resets VmHWM to the current RSS (needs the same user or root; a no-op if refused)."""
     try:
@@ -370,6 +378,7 @@ def saturation(svc: Services, target: str, body_file: str, duration: float, conn
 def end_to_end(svc: Services, body_file: str, rate: float, duration: float, connections: int,
                drain_timeout: float) -> dict:
     pids = {"web": svc.web.pid, **{f"worker{i}": w.pid for i, w in enumerate(svc.workers)}}
+    idle_rss = {k: round(rss_mb(p), 1) for k, p in pids.items()}
     for pid in pids.values():
         reset_peak_rss(pid)
     cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
@@ -433,6 +442,7 @@ def end_to_end(svc: Services, body_file: str, rate: float, duration: float, conn
             "second_half_first": half[0] if half else None,
         },
         "peak_rss_mb": rss,
+        "rss_before_load_mb": idle_rss,
         "cpu_s_during_load": {k: round(v, 3) for k, v in cpu_load.items()},
         "cpu_s_total": {k: round(v, 3) for k, v in cpu_total.items()},
         "cpu_s_per_1k_docs": {
@@ -562,8 +572,13 @@ def main() -> int:
         result["end_to_end"] = e2e
         log(f"  submitted {e2e['accepted']} landed {e2e['landed_unique']} ({e2e['end_to_end_docs_per_s']} docs/s during load), "
             f"latency p50 {e2e['submission_to_object_s']['p50']} s, cpu/1M both {e2e['cpu_s_per_million_docs_both']} s")
-        bound = int(worker_env.get("BATCH_MAX_BYTES", 8388608)) * int(worker_env.get("MAX_OPEN_BATCHES", 64))
-        result["worker_batch_buffer_bound_mb"] = round(bound / 2**20, 1)
+        # docs/worker.md: a worker holds at most 2 x WORKER_FETCH_SIZE jobs (in open batches
+        # included); its configured buffer bound is that many jobs of this size.
+        fetch = int(worker_env.get("WORKER_FETCH_SIZE", 500))
+        bound = 2 * fetch * _job_len(result["sizes"][str(size)]["gzip_bytes"])
+        growth = max(v - e2e["rss_before_load_mb"][k] for k, v in e2e["peak_rss_mb"].items() if k.startswith("worker"))
+        e2e["worker_buffer_bound_mb"] = round(bound / 2**20, 2)
+        e2e["worker_rss_growth_mb"] = round(growth, 1)
     finally:
         svc.stop_all()
         result["elapsed_s"] = round(time.time() - started, 1)
@@ -658,7 +673,7 @@ def summary_text(r: dict) -> str:
         lines.append(f"  end to end ({e['workers']} workers, offered {e['offered_rps']}/s): accepted {e['accepted']}, landed {e['landed_unique']} "
                      f"(dups {e['duplicates']}), {e['end_to_end_docs_per_s']} docs/s during load = {e['end_to_end_fraction_of_submission']} of accepted; "
                      f"backlog max {e['backlog']['max']}; submission->object p50 {e['submission_to_object_s']['p50']} s p99 {e['submission_to_object_s']['p99']} s")
-        lines.append(f"    peak RSS MB {e['peak_rss_mb']}; CPU s/1k docs {e['cpu_s_per_1k_docs']}; both roles {e['cpu_s_per_million_docs_both']} CPU-s per million docs")
+        lines.append(f"    peak RSS MB {e['peak_rss_mb']} (before load {e['rss_before_load_mb']}; worker buffer bound {e.get('worker_buffer_bound_mb')} MB); CPU s/1k docs {e['cpu_s_per_1k_docs']}; both roles {e['cpu_s_per_million_docs_both']} CPU-s per million docs")
     return "\n".join(lines)
 
 
