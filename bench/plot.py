@@ -1,6 +1,7 @@
-"""Dependency-free SVG plot of submission latency (p50/p99/p99.9) against offered load, Wharf and baseline (a)."""
+"""Dependency-free SVG plot of submission latency (p50/p99/p99.9, log scale) against offered load, Wharf and baseline (a)."""
 
 import html
+import math
 
 W, H = 760, 440
 LEFT, RIGHT, TOP, BOTTOM = 70, 200, 40, 60
@@ -23,44 +24,47 @@ def write_svg(result: dict, path: str) -> None:
     series = []
     if entry:
         for target in ("wharf", "baseline"):
-            points = []
-            for f in entry["sweep"].get(target, []):
-                points.append((f["offered_rps"], f))
+            points = sorted(((f["offered_rps"], f) for f in entry["sweep"].get(target, [])), key=lambda p: p[0])
             sat = entry.get(f"{target}_saturation")
-            if sat:
-                points.append((sat["throughput_rps"], sat))
-            points.sort(key=lambda p: p[0])
-            series.append((target, points))
-    xs = [x for _, pts in series for x, _ in pts]
-    ys = [f[k] for _, pts in series for _, f in pts for k in DASH if f.get(k) is not None]
+            series.append((target, points, (sat["throughput_rps"], sat) if sat else None))
+    allpts = [p for _, pts, sat in series for p in pts + ([sat] if sat else [])]
+    xs = [x for x, _ in allpts]
+    ys = [f[k] for _, f in allpts for k in DASH if f.get(k)]
     xmax = _nice_max(max(xs, default=1) * 1.05)
-    ymax = _nice_max(max(ys, default=1) * 1.05)
+    ylo = 10 ** math.floor(math.log10(max(min(ys, default=0.1), 0.01)))
+    yhi = 10 ** math.ceil(math.log10(max(max(ys, default=1), ylo * 10)))
     pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
 
     def px(x):
         return LEFT + pw * x / xmax
 
     def py(y):
-        return TOP + ph * (1 - y / ymax)
+        y = min(max(y, ylo), yhi)
+        return TOP + ph * (1 - (math.log10(y) - math.log10(ylo)) / (math.log10(yhi) - math.log10(ylo)))
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
            f'<rect width="{W}" height="{H}" fill="white"/>',
            f'<text x="{LEFT}" y="22" font-size="14">Submission latency vs offered load, {html.escape(str(size))} B documents '
            f'({html.escape(result.get("date", ""))}, {result.get("machine", {}).get("cores", "?")} cores)</text>']
-    for i in range(6):
-        y = ymax * i / 5
-        x = xmax * i / 5
+    y = ylo
+    while y <= yhi * 1.001:
         out.append(f'<line x1="{LEFT}" x2="{LEFT + pw}" y1="{py(y):.1f}" y2="{py(y):.1f}" stroke="#ddd"/>')
         out.append(f'<text x="{LEFT - 6}" y="{py(y) + 4:.1f}" text-anchor="end">{y:g}</text>')
+        y *= 10
+    for i in range(6):
+        x = xmax * i / 5
         out.append(f'<line y1="{TOP}" y2="{TOP + ph}" x1="{px(x):.1f}" x2="{px(x):.1f}" stroke="#eee"/>')
         out.append(f'<text x="{px(x):.1f}" y="{TOP + ph + 18}" text-anchor="middle">{x:g}</text>')
     out.append(f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>')
-    out.append(f'<text x="{LEFT + pw / 2}" y="{H - 18}" text-anchor="middle">offered load (requests/s; last point = saturation, achieved)</text>')
-    out.append(f'<text x="18" y="{TOP + ph / 2}" transform="rotate(-90 18 {TOP + ph / 2})" text-anchor="middle">latency (ms)</text>')
+    out.append(f'<text x="{LEFT + pw / 2}" y="{H - 18}" text-anchor="middle">offered load (requests/s, open loop); squares: saturation (50 connections, closed loop), achieved rate</text>')
+    out.append(f'<text x="18" y="{TOP + ph / 2}" transform="rotate(-90 18 {TOP + ph / 2})" text-anchor="middle">latency (ms, log scale)</text>')
     ly = TOP + 10
-    for target, pts in series:
+    for target, pts, sat in series:
         for key, dash in DASH.items():
             coords = [(px(x), py(f[key])) for x, f in pts if f.get(key) is not None]
+            if sat and sat[1].get(key) is not None:
+                sx, sy = px(sat[0]), py(sat[1][key])
+                out.append(f'<rect x="{sx - 4:.1f}" y="{sy - 4:.1f}" width="8" height="8" fill="none" stroke="{COLORS[target]}" stroke-width="1.5"/>')
             if not coords:
                 continue
             d = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
