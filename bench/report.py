@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Prints a result file of bench/harness.py as the Markdown tables of docs/benchmarks.md."""
+
+import json
+import sys
+
+
+def fmt(v, nd=1):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.{nd}f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def main(path: str) -> None:
+    r = json.load(open(path))
+    m = r["machine"]
+    print(f"Run {r['date']}, `{r['command']}`, {m['cores']} cores ({m['cpu']}), load average at start "
+          f"{m['loadavg_at_start'][0]:.2f}, {r['tools']['oha']}, {r['tools']['redis'].split(' sha')[0]}; "
+          f"took {r['elapsed_s']:.0f} s.\n")
+    print("| document | baseline (a) req/s | wharf req/s | wharf / (a) | wharf p50 / p99 / p99.9 ms | "
+          "web CPU ms per 1k (a) | Redis CPU ms per 1k (a) | web peak RSS MB | redis-benchmark (b) RPUSH / push script per s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for size, e in r["sizes"].items():
+        b, w, rb = e["baseline_saturation"], e["wharf_saturation"], e["redis_benchmark"]
+        print(f"| {size} B JSON, {e['gzip_bytes']} B gzip | {fmt(b['throughput_rps'], 0)} | {fmt(w['throughput_rps'], 0)} | "
+              f"**{e['wharf_fraction_of_baseline']:.2f}** | {w['p50_ms']} / {w['p99_ms']} / {w['p99_9_ms']} | "
+              f"{w['cpu_s_per_1k_docs'] * 1000:.1f} ({b['cpu_s_per_1k_docs'] * 1000:.1f}) | "
+              f"{fmt((w.get('redis_cpu_s_per_1k_docs') or 0) * 1000)} ({fmt((b.get('redis_cpu_s_per_1k_docs') or 0) * 1000)}) | "
+              f"{w['peak_rss_mb']} | {fmt(rb['rpush_body_rps'], 0)} / {fmt(rb['apalis_push_one_job_rps'], 0)} |")
+    first = next(iter(r["sizes"].values()))
+    if first.get("sweep"):
+        print("\nFixed offered rates (open loop, oha `-q` with `--latency-correction`, 50 connections), first size:\n")
+        print("| target | offered req/s | % of its saturation | achieved req/s | p50 ms | p99 ms | p99.9 ms |")
+        print("|---|---|---|---|---|---|---|")
+        for target in ("wharf", "baseline"):
+            for f in first["sweep"].get(target, []):
+                print(f"| {'wharf web' if target == 'wharf' else 'baseline (a)'} | {fmt(f['offered_rps'])} | "
+                      f"{f['fraction_of_saturation']:.0%} | {fmt(f['throughput_rps'], 0)} | {f['p50_ms']} | {f['p99_ms']} | {f['p99_9_ms']} |")
+    e = r.get("end_to_end")
+    if e:
+        lat = e["submission_to_object_s"]
+        print(f"\nEnd to end ({e['workers']} workers, {e['size']} B documents, offered {fmt(e['offered_rps'])} req/s for "
+              f"{e['duration_s']:.0f} s, worker settings {r['settings']['worker_env'] or 'shipped defaults'}):\n")
+        print("| figure | value |")
+        print("|---|---|")
+        print(f"| accepted (200) | {fmt(e['accepted'])} ({fmt(e['submission']['throughput_rps'], 0)} req/s) |")
+        print(f"| landed in S3 (unique docIds, counted by decoding every object) | {fmt(e['landed_unique'])}, duplicates {e['duplicates']} |")
+        print(f"| landed during the load window | {fmt(e['landed_during_load'])} = **{fmt(e['end_to_end_docs_per_s'], 0)} docs/s**, "
+              f"{e['end_to_end_fraction_of_submission']:.3f} of accepted |")
+        print(f"| queue backlog | max {fmt(e['backlog']['max'])}; drained {e['drain_s_after_load']} s after the load stopped |")
+        print(f"| submission to object | p50 {lat['p50']} s, p99 {lat['p99']} s, max {lat['max']} s |")
+        print(f"| peak RSS MB (before load) | " + ", ".join(
+            f"{k} {v} ({e['rss_before_load_mb'].get(k)})" for k, v in e["peak_rss_mb"].items()) + " |")
+        print(f"| worker job-buffer bound (2 x WORKER_FETCH_SIZE jobs of this size) | {e.get('worker_buffer_bound_mb')} MB |")
+        c = e["cpu_s_per_1k_docs"]
+        print(f"| CPU seconds per 1,000 documents | web {c['web']}, workers {c['workers']}, both {c['both']} |")
+        print(f"| CPU seconds per million documents, both roles | **{fmt(e['cpu_s_per_million_docs_both'], 0)}** |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "bench/results/latest.json")
