@@ -2,7 +2,6 @@
 
 mod worker_support;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use wharf_testkit::ports::free_port;
@@ -118,18 +117,10 @@ async fn http_submissions_land_in_s3_intact() {
 }
 
 fn canary(vars: &[(String, String)], url: &str, timeout_s: u64) -> (bool, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
-    cmd.args(["canary", "--url", url, "--timeout", &timeout_s.to_string()])
-        .env_clear()
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/nonexistent/wharf-test")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/wharf-test")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in vars {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap_or_else(|e| panic!("run canary: {e}"));
+    let timeout = timeout_s.to_string();
+    let out = worker_support::wharf_command(&["canary", "--url", url, "--timeout", &timeout], vars)
+        .output()
+        .unwrap_or_else(|e| panic!("run canary: {e}"));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

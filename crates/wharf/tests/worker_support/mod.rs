@@ -247,19 +247,7 @@ impl WorkerProcess {
 
     /// Spawns `wharf {role}` with exactly `vars` (plus PATH) in its environment.
     pub fn spawn_role(role: &str, vars: &[(String, String)]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
-        cmd.arg(role)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", "/nonexistent/wharf-test")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/wharf-test")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in vars {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
+        let mut child = wharf_command(&[role], vars)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn wharf worker: {e}"));
         let output = Arc::new(Mutex::new(Vec::new()));
@@ -359,4 +347,22 @@ pub fn sentry_errors(envelopes: &[String]) -> Vec<String> {
         }
     }
     out
+}
+
+/// `wharf ARGS` with exactly `vars` (plus PATH) in its environment, piped output, and the AWS SDK
+/// kept off the host's credentials, profile files and instance metadata.
+pub fn wharf_command(args: &[&str], vars: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent/wharf-test")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/wharf-test")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd
 }
