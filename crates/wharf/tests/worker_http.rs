@@ -21,16 +21,14 @@ fn web_env(redis_port: u16, port: u16) -> Vec<(String, String)> {
     ]
 }
 
-fn spawn_web(vars: &[(String, String)]) -> WorkerProcess {
+/// Starts `wharf web` on a free port against `redis_port` and waits until it answers.
+async fn start_web(redis_port: u16) -> (WorkerProcess, u16) {
+    let port = free_port();
     // Same helper, different role: `wharf web`.
-    let mut process = WorkerProcess::spawn_role("web", vars);
-    process.name = "web";
-    process
-}
-
-async fn wait_web(port: u16) -> bool {
+    let mut web = WorkerProcess::spawn_role("web", &web_env(redis_port, port));
+    web.name = "web";
     let client = reqwest::Client::new();
-    wharf_testkit::eventually(LONG, || {
+    let up = wharf_testkit::eventually(LONG, || {
         let client = client.clone();
         async move {
             client
@@ -40,7 +38,9 @@ async fn wait_web(port: u16) -> bool {
                 .is_ok_and(|r| r.status().is_success())
         }
     })
-    .await
+    .await;
+    assert!(up, "web never answered: {:?}", web.output());
+    (web, port)
 }
 
 /// Submissions posted to the web role's HTTP endpoint land in S3: every body byte-identical, the
@@ -49,13 +49,7 @@ async fn wait_web(port: u16) -> bool {
 async fn http_submissions_land_in_s3_intact() {
     let redis = RedisServer::start();
     let s3 = S3Server::start(BUCKET);
-    let port = free_port();
-    let web = spawn_web(&web_env(redis.port(), port));
-    assert!(
-        wait_web(port).await,
-        "web never answered: {:?}",
-        web.output()
-    );
+    let (_web, port) = start_web(redis.port()).await;
     let worker = WorkerProcess::spawn(&worker_env(
         redis.port(),
         &s3,
@@ -135,13 +129,7 @@ fn canary(vars: &[(String, String)], url: &str, timeout_s: u64) -> (bool, String
 async fn canary_succeeds_with_a_worker_and_fails_clearly_without() {
     let redis = RedisServer::start();
     let s3 = S3Server::start(BUCKET);
-    let port = free_port();
-    let web = spawn_web(&web_env(redis.port(), port));
-    assert!(
-        wait_web(port).await,
-        "web never answered: {:?}",
-        web.output()
-    );
+    let (_web, port) = start_web(redis.port()).await;
     let vars = worker_env(redis.port(), &s3, &[("BATCH_MAX_AGE_MS", "300")]);
     let mut worker = WorkerProcess::spawn(&vars);
     let url = format!("http://127.0.0.1:{port}");
