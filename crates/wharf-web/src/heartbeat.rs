@@ -117,10 +117,7 @@ impl Heartbeat {
         };
         checks.insert("redis", if reachable { Level::Ok } else { Level::Error });
         if !reachable {
-            for name in ["queue_depth", "dead_letters", "workers"] {
-                checks.insert(name, Level::Error);
-                details.insert(name, serde_json::json!({"message": "redis unreachable"}));
-            }
+            fail_queue_checks(&mut checks, &mut details, "redis unreachable".into());
             return finish(checks, details);
         }
 
@@ -168,26 +165,30 @@ impl Heartbeat {
                 );
                 details.insert("workers", serde_json::json!({"live": stats.live_workers}));
             }
-            Ok(Err(e)) => {
-                for name in ["queue_depth", "dead_letters", "workers"] {
-                    checks.insert(name, Level::Error);
-                    details.insert(
-                        name,
-                        serde_json::json!({"message": format!("queue statistics failed: {e}")}),
-                    );
-                }
-            }
-            Err(_) => {
-                for name in ["queue_depth", "dead_letters", "workers"] {
-                    checks.insert(name, Level::Error);
-                    details.insert(
-                        name,
-                        serde_json::json!({"message": "queue statistics timed out"}),
-                    );
-                }
-            }
+            Ok(Err(e)) => fail_queue_checks(
+                &mut checks,
+                &mut details,
+                format!("queue statistics failed: {e}"),
+            ),
+            Err(_) => fail_queue_checks(
+                &mut checks,
+                &mut details,
+                "queue statistics timed out".into(),
+            ),
         }
         finish(checks, details)
+    }
+}
+
+/// Marks every check that needs queue statistics as failed, with the same reason.
+fn fail_queue_checks(
+    checks: &mut BTreeMap<&'static str, Level>,
+    details: &mut BTreeMap<&'static str, serde_json::Value>,
+    message: String,
+) {
+    for name in ["queue_depth", "dead_letters", "workers"] {
+        checks.insert(name, Level::Error);
+        details.insert(name, serde_json::json!({ "message": message }));
     }
 }
 

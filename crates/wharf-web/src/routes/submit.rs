@@ -24,11 +24,7 @@ pub async fn submit(
         .map(|c| c.0);
     let result = accept(&state, peer, request).await;
     match &result {
-        Ok(_) => state
-            .metrics
-            .incr("submission.accepted")
-            .map(|_| ())
-            .unwrap_or(()),
+        Ok(_) => state.metrics.incr_with_tags("submission.accepted").send(),
         Err(rejection) => state
             .metrics
             .incr_with_tags("submission.rejected")
@@ -97,9 +93,8 @@ async fn accept(
     .await;
     state
         .metrics
-        .time("enqueue.duration", started.elapsed())
-        .map(|_| ())
-        .unwrap_or(());
+        .time_with_tags("enqueue.duration", started.elapsed())
+        .send();
     match enqueued {
         Ok(Ok(_)) => Ok(StatusCode::OK),
         Ok(Err(e)) => {
