@@ -1,5 +1,6 @@
 //! Wharf's telemetry: MozLog JSON logs on stdout, Sentry with header scrubbing, and DogStatsD metrics that never block.
 
+pub mod batched_stdout;
 pub mod metrics;
 pub mod mozlog;
 pub mod sentry_setup;
@@ -10,11 +11,21 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 use wharf_settings::{LogFormat, TelemetrySettings};
 
+use crate::batched_stdout::{BatchedStdout, BatchedStdoutGuard};
+
 pub use cadence::StatsdClient;
 pub use metrics::build_metrics;
 
-/// Keeps Sentry alive for the life of the process; dropping it flushes pending events.
+/// Log bytes that may wait for stdout; lines beyond it are dropped (and counted on stderr) rather
+/// than block a request. Small enough that a stalled log collector cannot take the web role past
+/// its memory budget, large enough for a second of request.summary lines at full load.
+const LOG_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+
+/// Keeps Sentry and the log writer alive for the life of the process; dropping it flushes pending
+/// log lines and Sentry events.
 pub struct TelemetryGuard {
+    // Field order is drop order: the last log lines are written before Sentry shuts down.
+    _log_writer: Option<BatchedStdoutGuard>,
     _sentry: Option<sentry::ClientInitGuard>,
 }
 
@@ -35,9 +46,23 @@ pub fn init(
     let sentry = sentry_setup::init(settings);
     let filter = EnvFilter::try_new(&settings.log_level)
         .map_err(|e| TelemetryError::Filter(settings.log_level.clone(), e.to_string()))?;
-    let output = match settings.log_format {
-        LogFormat::Json => mozlog::MozLogLayer::stdout("wharf", role).boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
+    let (output, log_writer) = match settings.log_format {
+        // Lines reach stdout from a writer thread, many per `write`, so a request never waits
+        // on a syscall for its request.summary line (nor on a stdout that stopped draining).
+        LogFormat::Json => match BatchedStdout::start(std::io::stdout(), LOG_BUFFER_BYTES) {
+            Ok((writer, guard)) => (
+                mozlog::MozLogLayer::new("wharf", role, move || writer.clone()).boxed(),
+                Some(guard),
+            ),
+            Err(e) => {
+                eprintln!("wharf: no log writer thread ({e}); writing log lines directly");
+                (
+                    mozlog::MozLogLayer::new("wharf", role, std::io::stdout).boxed(),
+                    None,
+                )
+            }
+        },
+        LogFormat::Pretty => (tracing_subscriber::fmt::layer().boxed(), None),
     };
     tracing_subscriber::registry()
         .with(output.with_filter(filter))
@@ -48,5 +73,8 @@ pub fn init(
         .with(sentry::integrations::tracing::BreadcrumbLayer::new().with_filter(LevelFilter::WARN))
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
-    Ok(TelemetryGuard { _sentry: sentry })
+    Ok(TelemetryGuard {
+        _log_writer: log_writer,
+        _sentry: sentry,
+    })
 }

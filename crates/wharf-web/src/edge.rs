@@ -126,9 +126,9 @@ pub fn attributes(meta: &RequestMeta<'_>, drop_client_ip: bool) -> BTreeMap<Stri
     let mut attrs = BTreeMap::new();
     attrs.insert(
         "submission_timestamp".to_string(),
+        // `YYYY-MM-DDTHH:MM:SS.ffffffZ`, without parsing a strftime pattern per request.
         meta.received_at
-            .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-            .to_string(),
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
     );
     attrs.insert("uri".to_string(), meta.uri.path().to_string());
     attrs.insert("protocol".to_string(), protocol(meta.version).to_string());

@@ -32,7 +32,7 @@ use wharf_settings::Settings;
 
 use crate::admission::BacklogGauge;
 use crate::heartbeat::{Heartbeat, Thresholds};
-use crate::state::AppState;
+use crate::state::{AppState, WebState};
 use crate::version::VersionInfo;
 
 /// Longest a client may take to send a request and get the answer.
@@ -85,7 +85,7 @@ impl WebApp {
             web.heartbeat_cache,
             Arc::clone(&metrics),
         );
-        let state = AppState {
+        let state = Arc::new(WebState {
             settings: Arc::new(web.clone()),
             // Group commit: concurrent submissions share one push script call (each still gets
             // its 200 only after Redis acknowledged the push carrying it).
@@ -95,7 +95,7 @@ impl WebApp {
             heartbeat: Arc::new(heartbeat),
             version: Arc::new(VersionInfo::load(&web.version_file)),
             metrics,
-        };
+        });
         Ok(Self {
             listener,
             router: router(state),

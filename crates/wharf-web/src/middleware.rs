@@ -1,11 +1,12 @@
 //! Per-request plumbing: the 414 path limit, and one `request.summary` log line plus metrics per request.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, State};
-use axum::http::{header, Request};
+use axum::http::{header, HeaderValue, Request};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cadence::{CountedExt, StatsdClient, Timed};
@@ -38,49 +39,42 @@ pub async fn summarize(
     next: Next,
 ) -> Response {
     let started = Instant::now();
+    // Shared clones (reference counts, no copies): this runs on every request.
     let method = request.method().clone();
-    let path = request.uri().path().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let agent = header_text(&request, header::USER_AGENT.as_str());
-    let rid = header_text(&request, "x-request-id");
+    let uri = request.uri().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let agent = request.headers().get(header::USER_AGENT).cloned();
+    let rid = request.headers().get("x-request-id").cloned();
 
     let response = next.run(request).await;
 
     let elapsed = started.elapsed();
-    let code = response.status().as_u16();
+    let status = response.status();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     tracing::info!(
         type = "request.summary",
-        agent = %agent,
-        path = %path,
-        method = %method,
-        code = code,
+        agent = %header_text(agent.as_ref()),
+        path = uri.path(),
+        method = method.as_str(),
+        code = status.as_u16(),
         t = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-        rid = %rid,
+        rid = %header_text(rid.as_ref()),
     );
-    let status = code.to_string();
     metrics
         .incr_with_tags("request.count")
-        .with_tag("route", &route)
+        .with_tag("route", route)
         .with_tag("method", method.as_str())
-        .with_tag("status", &status)
+        .with_tag("status", status.as_str())
         .send();
     metrics
         .time_with_tags("request.duration", elapsed)
-        .with_tag("route", &route)
+        .with_tag("route", route)
         .with_tag("method", method.as_str())
-        .with_tag("status", &status)
+        .with_tag("status", status.as_str())
         .send();
     response
 }
 
-fn header_text(request: &Request<Body>, name: &str) -> String {
-    request
-        .headers()
-        .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .unwrap_or_default()
+fn header_text(value: Option<&HeaderValue>) -> Cow<'_, str> {
+    value.map_or(Cow::Borrowed(""), |v| String::from_utf8_lossy(v.as_bytes()))
 }

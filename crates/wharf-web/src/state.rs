@@ -11,8 +11,12 @@ use crate::admission::BacklogGauge;
 use crate::heartbeat::Heartbeat;
 use crate::version::VersionInfo;
 
-#[derive(Clone)]
-pub struct AppState {
+/// What handlers get from axum's `State`: one `Arc`, because axum clones the state for every
+/// request and a clone of each field (reference counts bounced between cores) showed up at 1 %
+/// of the web role's CPU.
+pub type AppState = Arc<WebState>;
+
+pub struct WebState {
     pub settings: Arc<WebSettings>,
     pub enqueuer: Enqueuer,
     pub enqueue_timeout: Duration,
