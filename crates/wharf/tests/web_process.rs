@@ -344,6 +344,14 @@ async fn sigterm_stops_the_web_role_with_exit_0() {
         "{:#?}",
         web.lines()
     );
+    // Log lines are written by a writer thread; the ones logged while stopping must still reach
+    // stdout before the process exits.
+    let logged_shutdown = || web.lines().iter().any(|l| l.contains("\"web.shutdown\""));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !logged_shutdown() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(logged_shutdown(), "{:#?}", web.lines());
 }
 
 #[tokio::test]
