@@ -29,15 +29,25 @@ def main(path: str) -> None:
               f"{w['cpu_s_per_1k_docs'] * 1000:.1f} ({b['cpu_s_per_1k_docs'] * 1000:.1f}) | "
               f"{fmt((w.get('redis_cpu_s_per_1k_docs') or 0) * 1000)} ({fmt((b.get('redis_cpu_s_per_1k_docs') or 0) * 1000)}) | "
               f"{w['peak_rss_mb']} | {fmt(rb['rpush_body_rps'], 0)} / {fmt(rb['apalis_push_one_job_rps'], 0)} |")
+    if any(e.get("saturation_rounds") for e in r["sizes"].values()):
+        print("\nSaturation rounds (interleaved; the table above shows the median round):\n")
+        print("| document | round | baseline (a) req/s | wharf req/s | wharf / (a) | web CPU ms per 1k (a) | CPU steal % (a / wharf) |")
+        print("|---|---|---|---|---|---|---|")
+        for size, e in r["sizes"].items():
+            for i, q in enumerate(e.get("saturation_rounds", []), 1):
+                print(f"| {size} B | {i} | {fmt(q['baseline_rps'], 0)} | {fmt(q['wharf_rps'], 0)} | {q['wharf_fraction_of_baseline']:.2f} | "
+                      f"{q['wharf_cpu_s_per_1k_docs'] * 1000:.1f} ({q['baseline_cpu_s_per_1k_docs'] * 1000:.1f}) | "
+                      f"{' / '.join(fmt(x) for x in q.get('steal_percent') or [])} |")
     first = next(iter(r["sizes"].values()))
     if first.get("sweep"):
         print("\nFixed offered rates (open loop, oha `-q` with `--latency-correction`, 50 connections), first size:\n")
-        print("| target | offered req/s | % of its saturation | achieved req/s | p50 ms | p99 ms | p99.9 ms |")
-        print("|---|---|---|---|---|---|---|")
+        print("| target | offered req/s | % of its saturation | achieved req/s | p50 ms | p99 ms | p99.9 ms | CPU steal % |")
+        print("|---|---|---|---|---|---|---|---|")
         for target in ("wharf", "baseline"):
             for f in first["sweep"].get(target, []):
                 print(f"| {'wharf web' if target == 'wharf' else 'baseline (a)'} | {fmt(f['offered_rps'])} | "
-                      f"{f['fraction_of_saturation']:.0%} | {fmt(f['throughput_rps'], 0)} | {f['p50_ms']} | {f['p99_ms']} | {f['p99_9_ms']} |")
+                      f"{f['fraction_of_saturation']:.0%} | {fmt(f['throughput_rps'], 0)} | {f['p50_ms']} | {f['p99_ms']} | {f['p99_9_ms']} | "
+                      f"{fmt(f.get('steal_percent'))} |")
     e = r.get("end_to_end")
     if e:
         lat = e["submission_to_object_s"]
