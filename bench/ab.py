@@ -81,8 +81,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except harness.HarnessError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    harness.run_main(main)

@@ -733,7 +733,8 @@ def summary_text(r: dict) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+def run_main(main) -> None:
+    """Runs a bench tool's main(): exit code 2 with one line on a HarnessError, 130 on Ctrl-C."""
     try:
         sys.exit(main())
     except HarnessError as e:
@@ -741,3 +742,7 @@ if __name__ == "__main__":
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -47,14 +47,19 @@ impl Submission {
     pub fn to_json(&self) -> Result<Vec<u8>, QueueError> {
         // Sized up front: growing from serde_json's default took several reallocations and
         // copies of the body per submission.
+        let mut json = Vec::with_capacity(self.json_size_hint());
+        serde_json::to_writer(&mut json, self)?;
+        Ok(json)
+    }
+
+    /// About the size of this submission as JSON (a little over, unless values need escaping).
+    pub fn json_size_hint(&self) -> usize {
         let attributes: usize = self
             .attributes
             .iter()
             .map(|(k, v)| k.len() + v.len() + 6)
             .sum();
-        let mut json = Vec::with_capacity(self.data.len() + attributes + 256);
-        serde_json::to_writer(&mut json, self)?;
-        Ok(json)
+        self.data.len() + attributes + 256
     }
 
     /// Decodes a job, refusing versions newer than this build understands.

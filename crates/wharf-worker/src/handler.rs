@@ -126,13 +126,8 @@ fn prepare(job: serde_json::Value, task_id: &str) -> Result<(BatchKey, Vec<u8>, 
         .decode(&submission.data)
         .map_err(|e| JobError::Malformed(format!("data is not base64: {e}")))?
         .len();
-    // Sized up front so the line held in the batch carries no spare capacity.
-    let attributes: usize = submission
-        .attributes
-        .iter()
-        .map(|(k, v)| k.len() + v.len() + 6)
-        .sum();
-    let mut line = Vec::with_capacity(submission.data.len() + attributes + 64);
+    // Sized up front, then trimmed, so the line held in the batch carries no spare capacity.
+    let mut line = Vec::with_capacity(submission.json_size_hint());
     serde_json::to_writer(
         &mut line,
         &Line {
