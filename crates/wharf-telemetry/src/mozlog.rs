@@ -37,7 +37,7 @@ where
         }
     }
 
-    /// Renders one event as a MozLog line (with its newline) into `line`.
+    /// Renders one event as a MozLog line (with its newline) into `scratch.line`.
     ///
     /// Written straight into a reused buffer rather than through a `serde_json::Value` map: this
     /// runs once per request (`request.summary`), and the map cost a dozen allocations per line.
