@@ -7,12 +7,16 @@
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Longest a line waits before it is written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Longest the process waits at exit for the last lines to be written: a stdout that never
+/// drains must not keep a stopping process alive.
+const FINAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Shared {
     pending: Mutex<Vec<u8>>,
@@ -20,6 +24,8 @@ struct Shared {
     capacity: usize,
     dropped_lines: AtomicU64,
     stopping: AtomicBool,
+    /// Set by the writer thread once it has written its last lines.
+    finished: (Mutex<bool>, Condvar),
 }
 
 /// Appends whole lines to the shared buffer; cheap to clone (one per event).
@@ -45,6 +51,7 @@ impl BatchedStdout {
             capacity,
             dropped_lines: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
+            finished: (Mutex::new(false), Condvar::new()),
         });
         let writer = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -120,6 +127,9 @@ fn write_until_stopped<O: Write>(shared: &Shared, mut out: O) {
             reported_drops = dropped;
         }
         if stopping {
+            let (finished, signal) = &shared.finished;
+            *finished.lock().unwrap_or_else(PoisonError::into_inner) = true;
+            signal.notify_all();
             return;
         }
     }
@@ -128,9 +138,23 @@ fn write_until_stopped<O: Write>(shared: &Shared, mut out: O) {
 impl Drop for BatchedStdoutGuard {
     fn drop(&mut self) {
         self.shared.stopping.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            thread.thread().unpark();
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        thread.thread().unpark();
+        let (finished, signal) = &self.shared.finished;
+        let guard = finished.lock().unwrap_or_else(PoisonError::into_inner);
+        let (guard, _) = signal
+            .wait_timeout_while(guard, FINAL_WRITE_TIMEOUT, |done| !*done)
+            .unwrap_or_else(PoisonError::into_inner);
+        if *guard {
+            drop(guard);
             let _ = thread.join();
+        } else {
+            let _ = writeln!(
+                io::stderr(),
+                "wharf: stdout did not take the last log lines within {FINAL_WRITE_TIMEOUT:?}; exiting without them"
+            );
         }
     }
 }
@@ -211,7 +235,16 @@ mod tests {
             "{}",
             writer.dropped_lines()
         );
-        // The stuck writer thread is left behind; the test process exits regardless.
-        std::mem::forget(guard);
+        // Dropping the guard gives up on the stuck stdout rather than hanging the process on its
+        // way out. (The minute below only turns a hang into a failure; it measures nothing.)
+        let (dropped_tx, dropped_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(guard);
+            let _ = dropped_tx.send(());
+        });
+        assert!(
+            dropped_rx.recv_timeout(Duration::from_secs(60)).is_ok(),
+            "dropping the guard hung on a stuck stdout"
+        );
     }
 }
