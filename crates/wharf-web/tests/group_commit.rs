@@ -33,6 +33,29 @@ fn enqueuer(redis: &RedisServer, limits: GroupCommitLimits) -> Enqueuer {
     Enqueuer::new(conn).with_group_commit(limits)
 }
 
+/// An enqueuer allowed one push in flight, with the push script already loaded, so that every
+/// later push is exactly one script call.
+async fn one_push_at_a_time(redis: &RedisServer) -> Enqueuer {
+    let enq = enqueuer(
+        redis,
+        GroupCommitLimits {
+            max_in_flight: 1,
+            ..GroupCommitLimits::default()
+        },
+    );
+    enq.enqueue_one(&submission(1000)).await.unwrap();
+    enq
+}
+
+/// Holds every Redis client (the enqueuer's push included) for `ms` milliseconds.
+fn pause_redis(conn: &mut redis::Connection, ms: u64) {
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(ms)
+        .query(conn)
+        .unwrap();
+}
+
 /// Script invocations Redis has served since the last CONFIG RESETSTAT.
 fn script_calls(conn: &mut redis::Connection) -> u64 {
     let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
@@ -60,26 +83,14 @@ fn queued_doc_ids(conn: &mut redis::Connection) -> BTreeSet<String> {
 async fn submissions_waiting_behind_a_push_share_the_next_one() {
     let redis = RedisServer::start();
     let mut conn = redis.connection();
-    let enq = enqueuer(
-        &redis,
-        GroupCommitLimits {
-            max_in_flight: 1,
-            ..GroupCommitLimits::default()
-        },
-    );
-    // Load the push script so that every push below is exactly one script call.
-    enq.enqueue_one(&submission(1000)).await.unwrap();
+    let enq = one_push_at_a_time(&redis).await;
     let _: () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
         .query(&mut conn)
         .unwrap();
 
     // Hold Redis so the first push cannot finish while the other submissions arrive.
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(500)
-        .query(&mut conn)
-        .unwrap();
+    pause_redis(&mut conn, 500);
     let handles: Vec<_> = (0..50)
         .map(|i| {
             let enq = enq.clone();
@@ -117,13 +128,11 @@ async fn an_acknowledged_submission_is_already_in_redis() {
         .collect();
     for h in handles {
         let (i, result) = h.await.unwrap();
-        result.unwrap();
+        // The task id the caller got is what the push stored the job under.
+        let id = result.unwrap();
         let stored: bool = redis::cmd("HEXISTS")
             .arg("wharf_submissions:data")
-            .arg(
-                // The id is what the push stored the job under.
-                queued_id_for(&mut conn, &submission(i).route.doc_id),
-            )
+            .arg(id.to_string())
             .query(&mut conn)
             .unwrap();
         assert!(
@@ -134,34 +143,12 @@ async fn an_acknowledged_submission_is_already_in_redis() {
     assert_eq!(queued_doc_ids(&mut conn).len(), 200);
 }
 
-fn queued_id_for(conn: &mut redis::Connection, doc_id: &str) -> String {
-    let data: std::collections::HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
-        .arg("wharf_submissions:data")
-        .query(conn)
-        .unwrap();
-    data.into_iter()
-        .find(|(_, b)| Submission::from_json(b).unwrap().route.doc_id == doc_id)
-        .map(|(id, _)| id)
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn a_failed_push_fails_every_submission_in_it() {
     let mut redis = RedisServer::start();
     let mut conn = redis.connection();
-    let enq = enqueuer(
-        &redis,
-        GroupCommitLimits {
-            max_in_flight: 1,
-            ..GroupCommitLimits::default()
-        },
-    );
-    enq.enqueue_one(&submission(1000)).await.unwrap();
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(5000)
-        .query(&mut conn)
-        .unwrap();
+    let enq = one_push_at_a_time(&redis).await;
+    pause_redis(&mut conn, 5000);
     let handles: Vec<_> = (0..20)
         .map(|i| {
             let enq = enq.clone();
