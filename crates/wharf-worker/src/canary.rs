@@ -4,12 +4,11 @@
 //! that list is set). Once found, the canary deletes the object that holds it, so canaries leave
 //! nothing behind. Run it with the worker's S3 settings and credentials.
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use wharf_settings::Settings;
 
+use crate::objects;
 use crate::sink::S3Sink;
 
 /// The reserved namespace canary documents are sent to.
@@ -126,61 +125,21 @@ pub async fn run(
     }
 }
 
-/// The key of the object under `prefix` holding a line whose body is `body`.
+/// The key of the object under `prefix` holding a document whose body is `body`.
 async fn find(sink: &S3Sink, prefix: &str, body: &[u8]) -> Result<Option<String>, CanaryError> {
-    let s3_err = |e: String| CanaryError::S3(e);
-    let mut pages = sink
-        .client()
-        .list_objects_v2()
-        .bucket(sink.bucket())
-        .prefix(prefix)
-        .into_paginator()
-        .send();
-    let mut keys = Vec::new();
-    while let Some(page) = pages.next().await {
-        let page =
-            page.map_err(|e| s3_err(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?;
-        keys.extend(
-            page.contents()
-                .iter()
-                .filter_map(|o| o.key().map(str::to_string)),
-        );
-    }
-    for key in keys {
-        let object = match sink
-            .client()
-            .get_object()
-            .bucket(sink.bucket())
-            .key(&key)
-            .send()
-            .await
-        {
-            Ok(o) => o,
-            Err(_) => continue, // deleted by another canary meanwhile
-        };
-        let bytes = object
-            .body
-            .collect()
-            .await
-            .map_err(|e| s3_err(e.to_string()))?
-            .into_bytes();
-        let mut text = String::new();
-        if flate2::read::GzDecoder::new(&bytes[..])
-            .read_to_string(&mut text)
-            .is_err()
-        {
+    let listed = objects::list(sink.client(), sink.bucket(), prefix)
+        .await
+        .map_err(|e| CanaryError::S3(e.to_string()))?;
+    for object in listed {
+        // Another canary may have deleted it since the listing.
+        let Ok(bytes) = objects::read(sink.client(), sink.bucket(), &object.key).await else {
             continue;
-        }
-        for line in text.lines() {
-            let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            let decoded = value["data"]
-                .as_str()
-                .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok());
-            if decoded.as_deref() == Some(body) {
-                return Ok(Some(key));
-            }
+        };
+        let Ok(decoded) = objects::decode(&bytes) else {
+            continue;
+        };
+        if decoded.documents.iter().any(|d| d.body == body) {
+            return Ok(Some(object.key));
         }
     }
     Ok(None)

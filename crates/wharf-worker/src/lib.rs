@@ -12,6 +12,7 @@ pub mod canary;
 pub mod handler;
 pub mod housekeeping;
 pub mod naming;
+pub mod objects;
 pub mod queue_ops;
 pub mod sink;
 pub mod startup;

@@ -1,0 +1,298 @@
+//! Reading back what the worker landed: list objects, fetch them, decode their gzip NDJSON documents.
+//!
+//! Shared by `wharf canary` (find its own document) and `wharf landed` (show the newest objects
+//! and their documents). Decoding is the inverse of [`crate::batch`]: gunzip, one JSON object per
+//! line, `data` base64 of the body exactly as received.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use aws_sdk_s3::error::DisplayErrorContext;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+/// Why S3 could not be listed or read.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectsError {
+    #[error("listing s3://{bucket}/{prefix} failed: {detail}")]
+    List {
+        bucket: String,
+        prefix: String,
+        detail: String,
+    },
+    #[error("reading s3://{bucket}/{key} failed: {detail}")]
+    Get {
+        bucket: String,
+        key: String,
+        detail: String,
+    },
+}
+
+/// Why an object is not gzip NDJSON as the worker writes it.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not gzip: {0}")]
+    NotGzip(std::io::Error),
+    #[error("not UTF-8 text once gunzipped")]
+    NotText,
+}
+
+/// One line of an object that is not a document, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct LineError {
+    /// 1-based, as an editor shows it.
+    pub line: usize,
+    pub reason: String,
+}
+
+/// One object as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+/// One stored submission: its attributes and its body, base64-decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    pub attributes: BTreeMap<String, serde_json::Value>,
+    pub body: Vec<u8>,
+}
+
+/// An object's documents, and the lines that could not be read as one.
+#[derive(Debug, Clone, Default)]
+pub struct Decoded {
+    pub documents: Vec<Document>,
+    pub bad_lines: Vec<LineError>,
+}
+
+#[derive(Deserialize)]
+struct RawLine {
+    attributes: BTreeMap<String, serde_json::Value>,
+    data: String,
+}
+
+/// Every object under `prefix` in `bucket`, in S3's (key) order.
+pub async fn list(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<ObjectInfo>, ObjectsError> {
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    let mut objects = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| ObjectsError::List {
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+            detail: DisplayErrorContext(&e).to_string(),
+        })?;
+        objects.extend(page.contents().iter().filter_map(|o| {
+            Some(ObjectInfo {
+                key: o.key()?.to_string(),
+                size: o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                last_modified: o
+                    .last_modified()
+                    .and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+            })
+        }));
+    }
+    Ok(objects)
+}
+
+/// The `limit` most recently modified objects, newest first; equal times in key order.
+pub fn newest(mut objects: Vec<ObjectInfo>, limit: usize) -> Vec<ObjectInfo> {
+    objects.sort_by(|a, b| {
+        b.last_modified
+            .cmp(&a.last_modified)
+            .then_with(|| a.key.cmp(&b.key))
+    });
+    objects.truncate(limit);
+    objects
+}
+
+/// The bytes of one object.
+pub async fn read(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Vec<u8>, ObjectsError> {
+    let fail = |detail: String| ObjectsError::Get {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        detail,
+    };
+    let object = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| fail(DisplayErrorContext(&e).to_string()))?;
+    let bytes = object
+        .body
+        .collect()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(bytes.into_bytes().to_vec())
+}
+
+/// The documents of a gzip NDJSON object; lines that are not documents are reported, not fatal.
+pub fn decode(object: &[u8]) -> Result<Decoded, DecodeError> {
+    let mut raw = Vec::new();
+    flate2::read::MultiGzDecoder::new(object)
+        .read_to_end(&mut raw)
+        .map_err(DecodeError::NotGzip)?;
+    let text = String::from_utf8(raw).map_err(|_| DecodeError::NotText)?;
+    let mut decoded = Decoded::default();
+    for (index, line) in text.lines().enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let bad = |reason: String| LineError {
+            line: index + 1,
+            reason,
+        };
+        match serde_json::from_str::<RawLine>(line) {
+            Ok(raw) => match base64::engine::general_purpose::STANDARD.decode(&raw.data) {
+                Ok(body) => decoded.documents.push(Document {
+                    attributes: raw.attributes,
+                    body,
+                }),
+                Err(e) => decoded
+                    .bad_lines
+                    .push(bad(format!("data is not base64: {e}"))),
+            },
+            Err(e) => decoded
+                .bad_lines
+                .push(bad(format!("not a document line: {e}"))),
+        }
+    }
+    Ok(decoded)
+}
+
+/// How a body is shown to a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyView {
+    /// Valid UTF-8 (after gunzip when `gzip`): the text, control characters other than
+    /// newline and tab escaped so a body cannot drive the terminal.
+    Text { text: String, gzip: bool },
+    /// Anything else, byte escapes (`\x8b`) for what is not printable ASCII.
+    Binary { escaped: String, gzip: bool },
+}
+
+/// The gzip magic number (RFC 1952).
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Gunzips a gzip body (clients often send them compressed) and shows it as text when it is.
+pub fn view_body(body: &[u8]) -> BodyView {
+    let mut gunzipped = Vec::new();
+    let (bytes, gzip) = if body.starts_with(&GZIP_MAGIC)
+        && flate2::read::MultiGzDecoder::new(body)
+            .read_to_end(&mut gunzipped)
+            .is_ok()
+    {
+        (&gunzipped[..], true)
+    } else {
+        (body, false)
+    };
+    match std::str::from_utf8(bytes) {
+        Ok(text) => BodyView::Text {
+            text: text
+                .chars()
+                .map(|c| match c {
+                    '\n' | '\t' => c.to_string(),
+                    c if c.is_control() => c.escape_default().to_string(),
+                    c => c.to_string(),
+                })
+                .collect(),
+            gzip,
+        },
+        Err(_) => BodyView::Binary {
+            escaped: bytes.escape_ascii().to_string(),
+            gzip,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn decodes_documents_and_reports_bad_lines() {
+        let body = base64::engine::general_purpose::STANDARD.encode(b"{\"a\":1}");
+        let text = format!(
+            "{{\"attributes\":{{\"uri\":\"/submit/x/y/1/z\"}},\"data\":\"{body}\"}}\nnot json\n{{\"attributes\":{{}},\"data\":\"%%%\"}}\n"
+        );
+        let decoded = decode(&gzip(text.as_bytes())).unwrap();
+        assert_eq!(decoded.documents.len(), 1);
+        assert_eq!(decoded.documents[0].body, b"{\"a\":1}");
+        assert_eq!(
+            decoded.documents[0].attributes["uri"],
+            serde_json::json!("/submit/x/y/1/z")
+        );
+        let lines: Vec<usize> = decoded.bad_lines.iter().map(|l| l.line).collect();
+        assert_eq!(lines, vec![2, 3]);
+    }
+
+    #[test]
+    fn an_object_that_is_not_gzip_is_an_error() {
+        assert!(matches!(decode(b"plain"), Err(DecodeError::NotGzip(_))));
+    }
+
+    #[test]
+    fn newest_first_then_by_key() {
+        let at = |s: i64| DateTime::from_timestamp(s, 0);
+        let info = |key: &str, t: i64| ObjectInfo {
+            key: key.into(),
+            size: 1,
+            last_modified: at(t),
+        };
+        let picked = newest(
+            vec![info("a", 1), info("c", 3), info("b", 3), info("d", 2)],
+            3,
+        );
+        let keys: Vec<&str> = picked.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, vec!["b", "c", "d"]);
+    }
+
+    #[test]
+    fn bodies_are_gunzipped_and_escaped() {
+        assert_eq!(
+            view_body(&gzip(b"{\"hello\": \"world\"}\n")),
+            BodyView::Text {
+                text: "{\"hello\": \"world\"}\n".into(),
+                gzip: true
+            }
+        );
+        assert_eq!(
+            view_body(b"bell\x07 tab\t"),
+            BodyView::Text {
+                text: "bell\\u{7} tab\t".into(),
+                gzip: false
+            }
+        );
+        assert_eq!(
+            view_body(&[0x1f, 0x8b, 0xff, 0x00]),
+            BodyView::Binary {
+                escaped: "\\x1f\\x8b\\xff\\x00".into(),
+                gzip: false
+            }
+        );
+    }
+}
