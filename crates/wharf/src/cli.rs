@@ -27,6 +27,8 @@ pub enum Command {
     Canary(CanaryArgs),
     /// Move every dead-lettered job back to the queue, attempts reset (after fixing the cause).
     Redrive,
+    /// List the newest objects in S3 with their document counts; --decode prints the documents (run with the worker's S3 settings).
+    Landed(LandedArgs),
     /// Container health check: exit 0 if the local web role answers /__lbheartbeat__ (or, for a worker, its liveness record in Redis is fresh), else 1.
     Check(CheckArgs),
     /// Print the effective configuration as JSON, secrets redacted; exit 2 listing every problem if it is invalid.
@@ -64,6 +66,19 @@ pub struct CanaryArgs {
     /// Seconds to wait for the document to land in S3 (allow BATCH_MAX_AGE_MS and more).
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct LandedArgs {
+    /// Only keys starting with this, after S3_PREFIX, e.g. `my-namespace/my-doc/1/`.
+    #[arg(long, default_value = "", hide_default_value = true)]
+    pub prefix: String,
+    /// Also print every document: its attributes and its body (gunzipped when gzip, escaped when not text).
+    #[arg(long)]
+    pub decode: bool,
+    /// How many objects to show, the most recently modified first.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: u32,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! The `wharf` entrypoint: parses the command line, loads configuration, starts telemetry and runs one role or tool.
 
 mod cli;
+mod landed;
 mod signals;
 
 use std::process::ExitCode;
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
+        Command::Landed(args) => landed(args),
         Command::Redrive => run_role(
             Role::RedisTool,
             "redrive",
@@ -61,6 +63,41 @@ fn main() -> ExitCode {
                 Ok(())
             },
         ),
+    }
+}
+
+/// `wharf landed`: an operator's read-only look at S3. No telemetry, so stdout holds only the
+/// report and nothing is sent to Sentry or StatsD.
+fn landed(args: cli::LandedArgs) -> ExitCode {
+    let settings = match load(Role::Canary) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let request = landed::Request {
+        prefix: args.prefix,
+        decode: args.decode,
+        limit: usize::try_from(args.limit).unwrap_or(usize::MAX),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wharf landed: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(landed::run(&settings, &request)) {
+        Ok(()) => ExitCode::SUCCESS,
+        // `wharf landed | head` closes stdout early; that is not a failure.
+        Err(landed::LandedError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wharf landed: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
