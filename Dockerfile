@@ -4,8 +4,8 @@
 #   docker run IMAGE canary --url http://...
 #
 # Build arguments (defaults are the production values):
-#   BUILDER_IMAGE  image with the Rust toolchain          (rust:1.95-bookworm)
-#   RUNTIME_IMAGE  slim runtime base                      (debian:bookworm-slim)
+#   BUILDER_IMAGE  image with the Rust toolchain          (rust:1.95.0-bookworm)
+#   RUNTIME_IMAGE  slim runtime base                      (debian:12.12-slim)
 #   WHARF_BINARY   path, inside the build context, of an already built `wharf`
 #                  binary to package instead of compiling (CI: prebuilt/wharf).
 #                  Empty (default) = cargo build --release --locked.
@@ -15,8 +15,8 @@
 # line, no cache mounts. Every stage is built in order by the legacy builder, so
 # every RUN here checks WHARF_BINARY itself instead of relying on stage skipping.
 
-ARG BUILDER_IMAGE=rust:1.95-bookworm
-ARG RUNTIME_IMAGE=debian:bookworm-slim
+ARG BUILDER_IMAGE=rust:1.95.0-bookworm
+ARG RUNTIME_IMAGE=debian:12.12-slim
 
 # ---------------------------------------------------------------------------
 # planner: reduce the source tree to the files that decide the dependency graph

@@ -70,8 +70,14 @@ def compose_env(role: str) -> set[str]:
     data = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
     names: set[str] = set()
     for svc_name, svc in (data.get("services") or {}).items():
-        # Only the services that run the wharf image; redis, MinIO, nginx have their own variables.
-        if "build" not in svc and "wharf" not in str(svc.get("image", "")):
+        # Only the services that run the wharf image (built from ./Dockerfile); redis, nginx and the
+        # devtools (s3, statsd, built from dev/Dockerfile) have their own variables.
+        build = svc.get("build")
+        dockerfile = build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile"
+        if build is not None:
+            if dockerfile != "Dockerfile":
+                continue
+        elif not re.search(r"(^|/)wharf:", str(svc.get("image", ""))):
             continue
         command = svc.get("command", "")
         command = " ".join(command) if isinstance(command, list) else str(command or "")
