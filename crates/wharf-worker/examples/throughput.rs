@@ -56,10 +56,10 @@ async fn main() {
         Err(e) => return eprintln!("{e}"),
     };
     let enqueuer = match wharf_queue::connect(&settings.redis) {
-        Ok(conn) => Enqueuer::new(conn),
+        Ok(conn) => Enqueuer::new(conn, settings.redis.queue_shards),
         Err(e) => return eprintln!("{e}"),
     };
-    let body = vec![b'x'; size];
+    let body = bytes::Bytes::from(vec![b'x'; size]);
     let mut batch = Vec::new();
     for n in 0..total {
         let mut attributes = BTreeMap::new();
@@ -72,7 +72,7 @@ async fn main() {
                 doc_id: n.to_string(),
             },
             attributes,
-            &body,
+            body.clone(),
         ));
         if batch.len() == 1000 || n + 1 == total {
             if let Err(e) = enqueuer.enqueue(&batch).await {
