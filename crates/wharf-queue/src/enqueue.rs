@@ -1,5 +1,6 @@
 //! Puts submissions on their shard streams with one `XADD` each, one round trip per call or grouped across callers (group commit).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use redis::aio::ConnectionManager;
@@ -72,6 +73,8 @@ pub struct Enqueuer {
     conn: ConnectionManager,
     shards: u16,
     group: Option<mpsc::Sender<Waiting>>,
+    /// Pipelines sent by the group committer: with the submissions served, the group size.
+    pipelines: Arc<AtomicU64>,
 }
 
 impl Enqueuer {
@@ -80,6 +83,7 @@ impl Enqueuer {
             conn,
             shards: shards.max(1),
             group: None,
+            pipelines: Arc::default(),
         }
     }
 
@@ -88,9 +92,20 @@ impl Enqueuer {
     /// when the last clone of this enqueuer is dropped.
     pub fn with_group_commit(mut self, limits: GroupCommitLimits) -> Self {
         let (tx, rx) = mpsc::channel(limits.max_waiting.max(1));
-        tokio::spawn(commit_loop(self.conn.clone(), self.shards, rx, limits));
+        tokio::spawn(commit_loop(
+            self.conn.clone(),
+            self.shards,
+            rx,
+            limits,
+            Arc::clone(&self.pipelines),
+        ));
         self.group = Some(tx);
         self
+    }
+
+    /// How many pipelines the group committer has sent so far.
+    pub fn pipelines_sent(&self) -> u64 {
+        self.pipelines.load(Ordering::Relaxed)
     }
 
     /// Enqueues every submission in one Redis round trip; returns once Redis has them all.
@@ -154,6 +169,7 @@ async fn commit_loop(
     shards: u16,
     mut waiting: mpsc::Receiver<Waiting>,
     limits: GroupCommitLimits,
+    pipelines: Arc<AtomicU64>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
     let max_jobs = limits.max_jobs.max(1);
@@ -176,6 +192,7 @@ async fn commit_loop(
             }
         }
         let mut conn = conn.clone();
+        pipelines.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let jobs = batch.len();
             let result = push(&mut conn, shards, batch.iter().map(|w| &w.submission)).await;

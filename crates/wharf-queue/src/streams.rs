@@ -332,7 +332,31 @@ pub async fn redrive(conn: &mut ConnectionManager, shards: &[Shard]) -> Result<u
     Ok(total)
 }
 
-/// The dead letters of one shard, oldest first: (id, reason, fields).
+/// Every entry of shards `0..shards`, decoded where possible, oldest first per shard (for tools
+/// and tests; it reads whole streams).
+pub fn queued_blocking(
+    conn: &mut redis::Connection,
+    shards: u16,
+) -> Result<Vec<(RawEntry, Result<crate::Submission, crate::Poison>)>, QueueError> {
+    let mut out = Vec::new();
+    for shard in Shard::all(shards) {
+        let reply: Value = redis::cmd("XRANGE")
+            .arg(shard.stream())
+            .arg("-")
+            .arg("+")
+            .query(conn)?;
+        for entry in entries_of(shard, reply) {
+            let decoded = match entry.fields.clone() {
+                Some(fields) => crate::Submission::decode(fields),
+                None => Err(crate::Poison::Shape),
+            };
+            out.push((entry, decoded));
+        }
+    }
+    Ok(out)
+}
+
+/// The dead letters of one shard, oldest first.
 pub async fn dead_letters(
     conn: &mut ConnectionManager,
     shard: Shard,
