@@ -332,12 +332,15 @@ pub async fn redrive(conn: &mut ConnectionManager, shards: &[Shard]) -> Result<u
     Ok(total)
 }
 
+/// A queued entry as Redis holds it, with its decoding (or why it cannot be decoded).
+pub type Queued = (RawEntry, Result<crate::Submission, crate::Poison>);
+
 /// Every entry of shards `0..shards`, decoded where possible, oldest first per shard (for tools
 /// and tests; it reads whole streams).
 pub fn queued_blocking(
     conn: &mut redis::Connection,
     shards: u16,
-) -> Result<Vec<(RawEntry, Result<crate::Submission, crate::Poison>)>, QueueError> {
+) -> Result<Vec<Queued>, QueueError> {
     let mut out = Vec::new();
     for shard in Shard::all(shards) {
         let reply: Value = redis::cmd("XRANGE")
