@@ -225,7 +225,13 @@ pub async fn wait_landed(s3: &S3Server, n: usize, timeout: Duration) -> bool {
 /// Every submission is in S3 exactly once, byte-identical with every attribute.
 pub fn assert_landed_exactly_once(s3: &S3Server, subs: &[Submission]) {
     let docs = landed(s3);
-    assert_eq!(duplicates(&docs), Vec::new(), "documents written twice");
+    let twice = duplicates(&docs);
+    assert!(
+        twice.is_empty(),
+        "{} documents written more than once, for example {:?}",
+        twice.len(),
+        &twice[..twice.len().min(5)]
+    );
     assert_eq!(docs.len(), subs.len(), "documents in S3");
     let by_uri: HashMap<&str, &Landed> = docs
         .iter()
