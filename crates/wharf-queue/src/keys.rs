@@ -32,14 +32,23 @@ impl Shard {
         format!("wharf:{{{}}}:dead", self.0)
     }
 
-    /// The shard a document goes to: FNV-1a of its docId, so a client's retry of the same
-    /// document lands in the same shard, and documents spread evenly whatever their ids look like.
+    /// The shard a document goes to: a hash of its docId, so a client's retry of the same
+    /// document lands in the same shard.
+    ///
+    /// FNV-1a, then the splitmix64 finaliser: FNV's low bits depend only on the low bits of each
+    /// byte, so ids that differ in one repeated digit all fell in one shard of a power-of-two
+    /// count; the finaliser mixes every bit into the low ones.
     pub fn for_doc(doc_id: &str, shards: u16) -> Self {
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
         for byte in doc_id.as_bytes() {
             hash ^= u64::from(*byte);
             hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
         }
+        hash ^= hash >> 30;
+        hash = hash.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        hash ^= hash >> 27;
+        hash = hash.wrapping_mul(0x94d0_49bb_1331_11eb);
+        hash ^= hash >> 31;
         Shard((hash % u64::from(shards.max(1))) as u16)
     }
 
@@ -78,5 +87,23 @@ mod tests {
             assert!((800..1200).contains(&c), "uneven spread: {counts:?}");
         }
         assert_eq!(Shard::for_doc("anything", 1), Shard(0));
+    }
+
+    #[test]
+    fn ids_that_differ_only_in_high_bits_of_their_characters_still_spread() {
+        // '0', '4', '8' and 'd' share their two low bits: without the finaliser, FNV-1a modulo
+        // 4 depends on nothing else, and all 64 of these ids fell in one shard.
+        let mut counts = [0u32; 4];
+        for a in "048d".chars() {
+            for b in "048d".chars() {
+                for c in "048d".chars() {
+                    let id = format!("2c3a0767-d84a-4d02-8a92-fa54a3376{a}{b}{c}");
+                    counts[usize::from(Shard::for_doc(&id, 4).0)] += 1;
+                }
+            }
+        }
+        for c in counts {
+            assert!((6..30).contains(&c), "uneven spread: {counts:?}");
+        }
     }
 }

@@ -162,8 +162,13 @@ impl<A> Batches<A> {
         self.waiting
     }
 
-    /// Adds a document; returns the batches that must be flushed now.
-    pub fn add(&mut self, key: BatchKey, entry: Entry<A>, now: Instant) -> Vec<Batch<A>> {
+    /// Adds a document that arrived at `arrived`; returns the batches that must be flushed now.
+    ///
+    /// A batch's age runs from its earliest arrival, so a document that arrives "in the past"
+    /// (one taken over from a dead worker, which has already waited) brings its batch's
+    /// deadline forward.
+    pub fn add(&mut self, key: BatchKey, entry: Entry<A>, arrived: Instant) -> Vec<Batch<A>> {
+        let now = arrived;
         let mut out = Vec::new();
         if !self.open.contains_key(&key) && self.open.len() >= self.limits.max_open {
             if let Some(oldest) = self.oldest() {
@@ -175,6 +180,7 @@ impl<A> Batches<A> {
             entries: Vec::new(),
             body_bytes: 0,
         });
+        batch.opened = batch.opened.min(now);
         batch.body_bytes += entry.body_bytes;
         batch.entries.push(entry);
         self.waiting += 1;
@@ -316,6 +322,17 @@ mod tests {
         let out = b.expired(now + Duration::from_secs(10));
         assert_eq!(out[0].reason, FlushReason::Age);
         assert_eq!(b.open_count(), 0);
+    }
+
+    #[test]
+    fn an_earlier_arrival_brings_the_deadline_forward() {
+        let mut b = Batches::new(limits());
+        let now = Instant::now();
+        b.add(key("a"), entry("1", 1), now);
+        let earlier = now - Duration::from_secs(9);
+        b.add(key("a"), entry("2", 1), earlier);
+        assert_eq!(b.next_deadline(), Some(earlier + Duration::from_secs(10)));
+        assert_eq!(b.expired(now + Duration::from_secs(1)).len(), 1);
     }
 
     #[test]

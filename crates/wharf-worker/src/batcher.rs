@@ -23,6 +23,9 @@ use crate::sink::{S3Failure, S3Sink};
 
 /// Uploads running at once; each holds at most one batch in memory.
 const MAX_CONCURRENT_UPLOADS: usize = 4;
+/// How long a batch holding entries taken over from a dead worker stays open: long enough to
+/// gather the rest of the same claim, short enough that recovery does not wait a batch age.
+const TAKEN_OVER_BATCH_DELAY: Duration = Duration::from_millis(250);
 
 /// The entry a batched document came from.
 pub type EntryRef = (Shard, String);
@@ -35,6 +38,7 @@ pub struct BatcherClosed;
 struct Doc {
     key: BatchKey,
     entry: Entry<EntryRef>,
+    taken_over: bool,
 }
 
 /// Where handlers send their documents.
@@ -52,10 +56,12 @@ impl BatcherHandle {
         id: String,
         line: Vec<u8>,
         body_bytes: usize,
+        taken_over: bool,
     ) -> Result<(), BatcherClosed> {
         self.tx
             .send(Doc {
                 key,
+                taken_over,
                 entry: Entry {
                     task_id: format!("{shard}/{id}"),
                     line,
@@ -113,7 +119,14 @@ async fn run(
         tokio::select! {
             doc = rx.recv() => match doc {
                 Some(doc) => {
-                    for batch in batches.add(doc.key, doc.entry, Instant::now()) {
+                    let now = Instant::now();
+                    let arrived = if doc.taken_over {
+                        let already = limits.max_age.saturating_sub(TAKEN_OVER_BATCH_DELAY);
+                        now.checked_sub(already).unwrap_or(now)
+                    } else {
+                        now
+                    };
+                    for batch in batches.add(doc.key, doc.entry, arrived) {
                         uploader.start(&mut uploads, batch);
                     }
                     // The reader fetches nothing more until something is released: without

@@ -23,7 +23,14 @@ pub async fn handle(delivery: Delivery, batcher: Data<BatcherHandle>) -> Result<
     let (key, line) = prepare(&delivery)?;
     let body_bytes = delivery.submission.body.len();
     batcher
-        .submit(key, delivery.shard, delivery.id, line, body_bytes)
+        .submit(
+            key,
+            delivery.shard,
+            delivery.id,
+            line,
+            body_bytes,
+            delivery.taken_over,
+        )
         .await
         .map_err(|_| HandleError::Stopping)?;
     Ok(())

@@ -23,6 +23,9 @@ pub struct Delivery {
     pub shard: Shard,
     pub id: String,
     pub submission: Submission,
+    /// Taken over from a worker that stopped renewing it: it has already waited at least
+    /// `WORKER_CLAIM_IDLE_MS`, so its batch is written without waiting `BATCH_MAX_AGE_MS` again.
+    pub taken_over: bool,
 }
 
 /// What the reading loop needs.
@@ -72,7 +75,8 @@ impl Reader {
                     delivered.extend(self.claim(&shards, room).await?);
                     last_claim = Some(Instant::now());
                 }
-                if delivered.is_empty() {
+                let taken_over = !delivered.is_empty();
+                if !taken_over {
                     let per_shard = room.div_ceil(shards.len().max(1)).clamp(1, self.fetch_size);
                     let read = streams::read_new(
                         &mut self.conn,
@@ -93,21 +97,21 @@ impl Reader {
                         Err(e) => return Err(e),
                     }
                 }
-                Ok::<_, wharf_queue::QueueError>(delivered)
+                Ok::<_, wharf_queue::QueueError>((delivered, taken_over))
             };
             let delivered = tokio::select! {
                 result = step => result,
                 () = stop.wait() => break,
             };
             match delivered {
-                Ok(entries) => {
+                Ok((entries, taken_over)) => {
                     if failing {
                         tracing::info!(type = "worker.read", "reading the queue again");
                         failing = false;
                     }
                     backoff.reset();
                     for entry in entries {
-                        if let Some(delivery) = self.admit(entry).await {
+                        if let Some(delivery) = self.admit(entry, taken_over).await {
                             if out.send(delivery).await.is_err() {
                                 return;
                             }
@@ -172,7 +176,7 @@ impl Reader {
     }
 
     /// Decodes an entry and records it as held; an undecodable one goes to dead letters now.
-    async fn admit(&mut self, entry: RawEntry) -> Option<Delivery> {
+    async fn admit(&mut self, entry: RawEntry, taken_over: bool) -> Option<Delivery> {
         if self.held.holds(entry.shard, &entry.id) {
             // A re-claim of an entry this worker is still writing: it is already on its way.
             return None;
@@ -193,6 +197,7 @@ impl Reader {
                     shard: entry.shard,
                     id: entry.id,
                     submission,
+                    taken_over,
                 })
             }
             Err(poison) => {
