@@ -126,10 +126,17 @@ SHARDS = 4  # QUEUE_SHARDS given to `wharf web` by nginx_harness.wharf_stack
 
 
 def _shard_of(doc_id: str, shards: int = SHARDS) -> int:
-    """FNV-1a (64-bit) of the docId modulo QUEUE_SHARDS, as crates/wharf-queue/src/keys.rs."""
+    """The docId's shard as crates/wharf-queue/src/keys.rs computes it: FNV-1a (64-bit), then
+    the splitmix64 finaliser, modulo QUEUE_SHARDS."""
+    mask = 0xFFFFFFFFFFFFFFFF
     h = 0xCBF29CE484222325
     for byte in doc_id.encode():
-        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+        h = ((h ^ byte) * 0x100000001B3) & mask
+    h ^= h >> 30
+    h = (h * 0xBF58476D1CE4E5B9) & mask
+    h ^= h >> 27
+    h = (h * 0x94D049BB133111EB) & mask
+    h ^= h >> 31
     return h % shards
 
 
