@@ -146,10 +146,7 @@ async fn push<'a>(
     let mut placed = Vec::new();
     for submission in submissions {
         let shard = Shard::for_doc(&submission.route.doc_id, shards);
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(shard.stream()).arg("*");
-        submission.append_fields(&mut cmd)?;
-        pipe.add_command(cmd);
+        pipe.add_command(submission.xadd(&shard.stream())?);
         placed.push(shard);
     }
     if placed.is_empty() {

@@ -67,9 +67,26 @@ impl Submission {
         }
     }
 
-    /// Appends the entry's fields to an `XADD key *` command.
-    pub fn append_fields(&self, cmd: &mut redis::Cmd) -> Result<(), QueueError> {
+    /// `XADD <stream> * <fields>`, its buffer sized once: growing it argument by argument
+    /// reallocated and copied the body several times per submission.
+    pub fn xadd(&self, stream: &str) -> Result<redis::Cmd, QueueError> {
         let attributes = serde_json::to_vec(&self.attributes)?;
+        let route = &self.route;
+        let data = stream.len()
+            + 64
+            + route.namespace.len()
+            + route.doc_type.len()
+            + route.doc_version.len()
+            + route.doc_id.len()
+            + attributes.len()
+            + self.body.len();
+        let mut cmd = redis::Cmd::with_capacity(17, data);
+        cmd.arg("XADD").arg(stream).arg("*");
+        self.write_fields(&mut cmd, &attributes);
+        Ok(cmd)
+    }
+
+    fn write_fields(&self, cmd: &mut redis::Cmd, attributes: &[u8]) {
         cmd.arg("v")
             .arg(SCHEMA_VERSION)
             .arg("ns")
@@ -84,7 +101,6 @@ impl Submission {
             .arg(attributes)
             .arg("body")
             .arg(self.body.as_ref());
-        Ok(())
     }
 
     /// About the bytes this entry adds to a Redis request.
@@ -164,10 +180,9 @@ mod tests {
         }
     }
 
-    /// The field/value pairs `append_fields` writes, as Redis would hand them back.
+    /// The field/value pairs `xadd` writes, as Redis would hand them back.
     fn fields_of(sub: &Submission) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut cmd = redis::cmd("XADD");
-        sub.append_fields(&mut cmd).unwrap();
+        let cmd = sub.xadd("wharf:{0}:submissions").unwrap();
         let args: Vec<Vec<u8>> = cmd
             .args_iter()
             .map(|a| match a {
@@ -175,7 +190,8 @@ mod tests {
                 _ => Vec::new(),
             })
             .collect();
-        args[1..]
+        assert_eq!(&args[..3], [&b"XADD"[..], b"wharf:{0}:submissions", b"*"]);
+        args[3..]
             .chunks(2)
             .map(|c| (c[0].clone(), c[1].clone()))
             .collect()
