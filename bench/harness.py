@@ -377,10 +377,10 @@ def bench_attributes(body_len: int) -> str:
 
 
 def xadd_entry_argv(body_len: int) -> list[str]:
-    """One `XADD` of a queue entry the size of wharf's (crates/wharf-queue/src/entry.rs: v, ns, dt,
-    dv, id, at, body as raw bytes), into a stream of its own in shard 0's hash slot."""
-    return ["XADD", "wharf:{0}:bench", "*", "v", "2", "ns", "bench", "dt", "main", "dv", "4",
-            "id", "2c3a0767-d84a-4d02-8a92-__rand_int__", "at", bench_attributes(body_len), "body", "x" * body_len]
+    """One `XADD` of a queue entry the size of wharf's (crates/wharf-queue/src/entry.rs: v, r, at,
+    body as raw bytes), into a stream of its own in shard 0's hash slot."""
+    return ["XADD", "wharf:{0}:bench", "*", "v", "2", "r", "bench/main/4/2c3a0767-d84a-4d02-8a92-__rand_int__",
+            "at", bench_attributes(body_len), "body", "x" * body_len]
 
 
 def redis_benchmark(svc: Services, body_len: int, requests: int) -> dict:

@@ -141,14 +141,14 @@ def _shard_of(doc_id: str, shards: int = SHARDS) -> int:
 
 
 def _queued_entries(redis, doc_id: str):
-    """Every entry of the shard streams wharf:{n}:submissions whose `id` field is `doc_id`,
-    as (shard, stream entry id, {field: bytes})."""
+    """Every entry of the shard streams wharf:{n}:submissions whose route (`r`, ending in the
+    docId) is `doc_id`'s, as (shard, stream entry id, {field: bytes})."""
     registered = {int(m) for m in redis.command("SMEMBERS", "wharf:queue:shards")}
     found = []
     for shard in sorted(set(range(SHARDS)) | registered):
         for entry_id, flat in redis.command("XRANGE", f"wharf:{{{shard}}}:submissions", "-", "+") or []:
             fields = dict(zip((k.decode() for k in flat[0::2]), flat[1::2]))
-            if fields.get("id") == doc_id.encode():
+            if fields.get("r", b"").split(b"/")[-1] == doc_id.encode():
                 found.append((shard, entry_id.decode(), fields))
     return found
 
@@ -161,7 +161,7 @@ def _queued(redis, doc_id: str, body: bytes) -> dict:
     shard, _, fields = hits[0]
     assert shard == _shard_of(doc_id), (shard, _shard_of(doc_id))
     assert fields["v"] == b"2"
-    assert (fields["ns"], fields["dt"], fields["dv"]) == (b"nginx-test", b"ping", b"1")
+    assert fields["r"] == b"nginx-test/ping/1/" + doc_id.encode()
     assert fields["body"] == body  # raw bytes, no base64
     attrs = json.loads(fields["at"])
     assert isinstance(attrs, dict) and all(isinstance(v, str) for v in attrs.values()), attrs

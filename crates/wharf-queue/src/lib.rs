@@ -23,4 +23,6 @@ pub enum QueueError {
     Redis(#[from] redis::RedisError),
     #[error("entry encoding: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("route `{0}`: a part is empty or holds '/'")]
+    Route(String),
 }

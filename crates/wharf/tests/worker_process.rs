@@ -172,10 +172,8 @@ async fn poison_entries_go_to_dead_letters_and_never_stop_the_worker() {
         .arg("*")
         .arg("v")
         .arg("2")
-        .arg("ns")
-        .arg("ns")
-        .arg("dt")
-        .arg("t")
+        .arg("r")
+        .arg("ns/t/1/z")
         .query(&mut conn)
         .unwrap();
     let written = Instant::now();
@@ -209,7 +207,7 @@ async fn poison_entries_go_to_dead_letters_and_never_stop_the_worker() {
     assert_eq!(field(&dead[1], "dead_from"), Some(incomplete));
     assert_eq!(
         field(&dead[1], "dead_reason").as_deref(),
-        Some("undecodable entry: field `dv` is missing")
+        Some("undecodable entry: field `at` is missing")
     );
 
     assert!(wait_landed(&s3, 50, LONG).await, "{:?}", worker.output());
