@@ -28,7 +28,8 @@ import plot  # noqa: E402
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 UUID_RE = "[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
-QUEUE = "wharf_submissions"
+# Queue v2: QUEUE_SHARDS streams wharf:{<n>}:submissions (README, "Architecture").
+DEFAULT_SHARDS = 4
 BUCKET = "wharf-bench"
 ACCESS_KEY = "benchaccess"
 SECRET_KEY = "benchsecret"
@@ -134,6 +135,7 @@ class Services:
         self.baseline = None
         self.baseline_port = 0
         self.workers: list[subprocess.Popen] = []
+        self.queue_shards = DEFAULT_SHARDS
         # A StatsD port that is never read: the roles pay for sending metrics, as in production,
         # and the kernel drops what does not fit the receive buffer.
         self.statsd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -186,10 +188,17 @@ class Services:
             raise HarnessError(f"redis-cli {' '.join(args)}: {out.stderr.strip()}")
         return out.stdout.strip()
 
+    def shards(self) -> list[int]:
+        """Shards 0..QUEUE_SHARDS-1 and every shard a web node registered in wharf:queue:shards."""
+        registered = self.redis("SMEMBERS", "wharf:queue:shards").split()
+        return sorted(set(range(self.queue_shards)) | {int(x) for x in registered if x.isdigit()})
+
     def backlog(self) -> int:
+        """Entries not yet written to S3 (waiting + in flight): the total XLEN of the shard streams,
+        as wharf.queue.backlog (acknowledged entries are deleted with their XACK)."""
         out = subprocess.run(
             ["redis-cli", "-p", str(self.redis_port)],
-            input=f"LLEN {QUEUE}:active\nZCARD {QUEUE}:scheduled\n",
+            input="".join(f"XLEN wharf:{{{n}}}:submissions\n" for n in self.shards()),
             capture_output=True, text=True, timeout=10,
         )
         return sum(int(x) for x in out.stdout.split() if x.lstrip("-").isdigit())
@@ -207,11 +216,12 @@ class Services:
         wait_port(self.s3_port, 10, proc, "s3-standin")
 
     def common_env(self) -> dict:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "REDIS_", "S3_", "BATCH_", "WORKER_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "REDIS_", "S3_", "BATCH_", "WORKER_", "QUEUE_"))}
         env.update({
             "REDIS_HOST": "127.0.0.1",
             "REDIS_PORT": str(self.redis_port),
             "ENVIRONMENT": "bench",
+            "QUEUE_SHARDS": str(self.queue_shards),
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "info",
         })
@@ -225,6 +235,7 @@ class Services:
 
     def start_web(self, extra_env: dict) -> None:
         self.web_port = free_port()
+        self.queue_shards = int(extra_env.get("QUEUE_SHARDS", self.queue_shards))
         env = self.common_env()
         env.update({"HOST": "127.0.0.1", "PORT": str(self.web_port), "VERSION_FILE": "/nonexistent"})
         env.update(extra_env)
@@ -354,33 +365,58 @@ def percentile(sorted_values: list[float], q: float):
 # ---------------------------------------------------------------- redis-benchmark
 
 
-def redis_benchmark(svc: Services, body_len: int, job_len: int, requests: int) -> dict:
-    """Baseline (b): RPUSH of the body, and apalis-redis's push script for one job of the same size."""
+def bench_attributes(body_len: int) -> str:
+    """The `at` field wharf stores for one of oha's requests (crates/wharf-web/src/edge.rs)."""
+    return json.dumps({
+        "content_length": str(body_len), "host": "127.0.0.1:40000", "method": "POST",
+        "protocol": "HTTP/1.1", "remote_addr": "127.0.0.1",
+        "submission_timestamp": "2025-01-01T00:00:00.000000Z",
+        "uri": "/submit/bench/main/4/2c3a0767-d84a-4d02-8a92-3f0c2b7e9d41",
+        "user_agent": "pingsender/1.0", "x_pingsender_version": "1.0",
+    }, separators=(",", ":"), sort_keys=True)
+
+
+def xadd_entry_argv(body_len: int) -> list[str]:
+    """One `XADD` of a queue entry the size of wharf's (crates/wharf-queue/src/entry.rs: v, r, at,
+    body as raw bytes), into a stream of its own in shard 0's hash slot."""
+    return ["XADD", "wharf:{0}:bench", "*", "v", "2", "r", "bench/main/4/2c3a0767-d84a-4d02-8a92-__rand_int__",
+            "at", bench_attributes(body_len), "body", "x" * body_len]
+
+
+def redis_benchmark(svc: Services, body_len: int, requests: int) -> dict:
+    """Baseline (b): RPUSH of the body (baseline (a)'s one Redis command), and one XADD of a queue
+    entry of the same body size (what wharf web sends per submission)."""
     results = {}
     common = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(svc.redis_port), "-c", "50", "-n", str(requests),
               "-r", "100000000", "--csv", "-q"]
     out = subprocess.run(common + ["RPUSH", "rb:list", "x" * body_len], capture_output=True, text=True, timeout=120)
     results["rpush_body_rps"] = _rb_rps(out.stdout)
-    script_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apalis_batch_push.lua")
-    with open(script_path) as f:
-        sha = svc.redis("SCRIPT", "LOAD", f.read())
-    keys = [f"rb:{QUEUE}:data", f"rb:{QUEUE}:active", f"rb:{QUEUE}:signal", f"rb:{QUEUE}:meta",
-            f"rb:{QUEUE}:scheduled", f"rb:{QUEUE}:idem"]
-    now = str(int(time.time()))
-    argv = ["EVALSHA", sha, "6", *keys, "0", "0",
-            "__rand_int__", "x" * job_len, "0", "25", "{}", now, ""]
+    svc.redis("FLUSHALL")
+    argv = xadd_entry_argv(body_len)
     out = subprocess.run(common + argv, capture_output=True, text=True, timeout=120)
-    results["apalis_push_one_job_rps"] = _rb_rps(out.stdout)
+    results["xadd_entry_rps"] = _rb_rps(out.stdout)
+    results["entry_bytes"] = sum(len(a) for a in argv[3:])
     svc.redis("FLUSHALL")
     return results
 
 
 def _rb_rps(csv: str):
-    for line in csv.splitlines():
+    """The requests per second of redis-benchmark's `--csv` output. The first column, the command
+    line itself, may hold commas and quotes (an XADD of a JSON attribute), so the rps column is
+    counted from the end of the row: the header says how many numeric columns follow it."""
+    lines = [line for line in csv.splitlines() if line.strip()]
+    if not lines:
+        return None
+    header = [p.strip('"') for p in lines[0].split(",")]
+    if header[:2] == ["test", "rps"]:
+        width, rows = len(header), lines[1:]
+    else:  # redis-benchmark < 6: no header, two columns
+        width, rows = 2, lines
+    for line in rows:
         parts = [p.strip('"') for p in line.split(",")]
-        if len(parts) >= 2:
+        if len(parts) >= width:
             try:
-                return float(parts[1])
+                return float(parts[len(parts) - (width - 1)])
             except ValueError:
                 continue
     return None
@@ -609,9 +645,7 @@ def main() -> int:
                         entry["sweep"][target].append(fig)
                         log(f"  {target} at {rate}/s: {fig['throughput_rps']} req/s p50 {fig['p50_ms']} p99 {fig['p99_ms']} p99.9 {fig['p99_9_ms']} ms")
             # Baseline (b): redis-benchmark, same command mix and sizes.
-            job_len = _job_len(len(body))
-            entry["redis_benchmark"] = redis_benchmark(svc, len(body), job_len, 20000 if quick else 100000)
-            entry["redis_benchmark"]["job_bytes"] = job_len
+            entry["redis_benchmark"] = redis_benchmark(svc, len(body), 20000 if quick else 100000)
             log(f"  redis-benchmark {entry['redis_benchmark']}")
             result["sizes"][str(size)] = entry
 
@@ -629,10 +663,15 @@ def main() -> int:
         result["end_to_end"] = e2e
         log(f"  submitted {e2e['accepted']} landed {e2e['landed_unique']} ({e2e['end_to_end_docs_per_s']} docs/s during load), "
             f"latency p50 {e2e['submission_to_object_s']['p50']} s, cpu/1M both {e2e['cpu_s_per_million_docs_both']} s")
-        # docs/worker.md: a worker holds at most 2 x WORKER_FETCH_SIZE jobs (in open batches
-        # included); its configured buffer bound is that many jobs of this size.
+        # docs/worker.md: a worker holds at most WORKER_MAX_HELD_DOCUMENTS documents and
+        # WORKER_MAX_HELD_BYTES of bodies, plus one read (WORKER_FETCH_SIZE per shard) past the
+        # byte bound; a held document costs its NDJSON line. The bound is that many lines.
+        gzip_len = result["sizes"][str(size)]["gzip_bytes"]
+        held_docs = int(worker_env.get("WORKER_MAX_HELD_DOCUMENTS", 5000))
+        held_bytes = int(worker_env.get("WORKER_MAX_HELD_BYTES", 67108864))
         fetch = int(worker_env.get("WORKER_FETCH_SIZE", 500))
-        bound = 2 * fetch * _job_len(result["sizes"][str(size)]["gzip_bytes"])
+        docs = min(held_docs, -(-held_bytes // max(1, gzip_len)) + fetch * svc.queue_shards)
+        bound = docs * _line_len(gzip_len)
         growth = max(v - e2e["rss_before_load_mb"][k] for k, v in e2e["peak_rss_mb"].items() if k.startswith("worker"))
         e2e["worker_buffer_bound_mb"] = round(bound / 2**20, 2)
         e2e["worker_rss_growth_mb"] = round(growth, 1)
@@ -661,8 +700,8 @@ def main() -> int:
     return 0
 
 
-def _job_len(gzip_len: int) -> int:
-    """Approximate size of one queued job: base64 body plus attributes and envelope."""
+def _line_len(gzip_len: int) -> int:
+    """Approximate size of one document's NDJSON line in an open batch: base64 body plus attributes."""
     return (gzip_len + 2) // 3 * 4 + 420
 
 
@@ -698,7 +737,7 @@ def check(result: dict) -> list[str]:
             if not figs or any(f.get("p99_ms") is None or not f.get("ok") for f in figs):
                 problems.append(f"{size}: {target} sweep produced no figures")
         rb = entry.get("redis_benchmark", {})
-        if not rb.get("rpush_body_rps") or not rb.get("apalis_push_one_job_rps"):
+        if not rb.get("rpush_body_rps") or not rb.get("xadd_entry_rps"):
             problems.append(f"{size}: redis-benchmark produced no figures")
     e2e = result.get("end_to_end")
     if not e2e:
@@ -722,7 +761,7 @@ def summary_text(r: dict) -> str:
                      f"wharf p50/p99/p99.9 {w['p50_ms']}/{w['p99_ms']}/{w['p99_9_ms']} ms; web peak RSS {w['peak_rss_mb']} MB; "
                      f"CPU s/1k docs web {w['cpu_s_per_1k_docs']} (baseline {b['cpu_s_per_1k_docs']}), redis {w['redis_cpu_s_per_1k_docs']} (baseline {b['redis_cpu_s_per_1k_docs']})")
         rb = e["redis_benchmark"]
-        lines.append(f"    redis-benchmark (b): RPUSH {rb['rpush_body_rps']}/s, apalis push script (1 job) {rb['apalis_push_one_job_rps']}/s")
+        lines.append(f"    redis-benchmark (b): RPUSH {rb['rpush_body_rps']}/s, XADD of one entry ({rb['entry_bytes']} B) {rb['xadd_entry_rps']}/s")
         for f in e.get("sweep", {}).get("wharf", []):
             lines.append(f"    wharf at {f['offered_rps']}/s ({f['fraction_of_saturation']:.0%}): p50 {f['p50_ms']} p99 {f['p99_ms']} p99.9 {f['p99_9_ms']} ms")
     e = r.get("end_to_end")

@@ -13,14 +13,23 @@ def fmt(v, nd=1):
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
+def second_op(rb: dict):
+    """Baseline (b)'s second figure and its label: one XADD of a queue entry (queue v2), or
+    apalis-redis's push script in result files written before it."""
+    if "xadd_entry_rps" in rb:
+        return rb["xadd_entry_rps"], "XADD entry"
+    return rb.get("apalis_push_one_job_rps"), "apalis push script"
+
+
 def main(path: str) -> None:
     r = json.load(open(path))
     m = r["machine"]
     print(f"Run {r['date']}, `{r['command']}`, {m['cores']} cores ({m['cpu']}), load average at start "
           f"{m['loadavg_at_start'][0]:.2f}, {r['tools']['oha']}, {r['tools']['redis'].split(' sha')[0]}; "
           f"took {r['elapsed_s']:.0f} s.\n")
+    label = second_op(next(iter(r["sizes"].values()))["redis_benchmark"])[1] if r["sizes"] else "XADD entry"
     print("| document | baseline (a) req/s | wharf req/s | wharf / (a) | wharf p50 / p99 / p99.9 ms | "
-          "web CPU ms per 1k (a) | Redis CPU ms per 1k (a) | web peak RSS MB | redis-benchmark (b) RPUSH / push script per s |")
+          f"web CPU ms per 1k (a) | Redis CPU ms per 1k (a) | web peak RSS MB | redis-benchmark (b) RPUSH / {label} per s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for size, e in r["sizes"].items():
         b, w, rb = e["baseline_saturation"], e["wharf_saturation"], e["redis_benchmark"]
@@ -28,7 +37,7 @@ def main(path: str) -> None:
               f"**{e['wharf_fraction_of_baseline']:.2f}** | {w['p50_ms']} / {w['p99_ms']} / {w['p99_9_ms']} | "
               f"{w['cpu_s_per_1k_docs'] * 1000:.1f} ({b['cpu_s_per_1k_docs'] * 1000:.1f}) | "
               f"{fmt((w.get('redis_cpu_s_per_1k_docs') or 0) * 1000)} ({fmt((b.get('redis_cpu_s_per_1k_docs') or 0) * 1000)}) | "
-              f"{w['peak_rss_mb']} | {fmt(rb['rpush_body_rps'], 0)} / {fmt(rb['apalis_push_one_job_rps'], 0)} |")
+              f"{w['peak_rss_mb']} | {fmt(rb['rpush_body_rps'], 0)} / {fmt(second_op(rb)[0], 0)} |")
     if any(e.get("saturation_rounds") for e in r["sizes"].values()):
         print("\nSaturation rounds (interleaved; the table above shows the median round):\n")
         print("| document | round | baseline (a) req/s | wharf req/s | wharf / (a) | web CPU ms per 1k (a) | CPU steal % (a / wharf) |")
@@ -63,7 +72,7 @@ def main(path: str) -> None:
         print(f"| submission to object | p50 {lat['p50']} s, p99 {lat['p99']} s, max {lat['max']} s |")
         print(f"| peak RSS MB (before load) | " + ", ".join(
             f"{k} {v} ({e['rss_before_load_mb'].get(k)})" for k, v in e["peak_rss_mb"].items()) + " |")
-        print(f"| worker job-buffer bound (2 x WORKER_FETCH_SIZE jobs of this size) | {e.get('worker_buffer_bound_mb')} MB |")
+        print(f"| worker held-document bound (WORKER_MAX_HELD_DOCUMENTS / _BYTES, as NDJSON lines of this size) | {e.get('worker_buffer_bound_mb')} MB |")
         c = e["cpu_s_per_1k_docs"]
         print(f"| CPU seconds per 1,000 documents | web {c['web']}, workers {c['workers']}, both {c['both']} |")
         print(f"| CPU seconds per million documents, both roles | **{fmt(e['cpu_s_per_million_docs_both'], 0)}** |")

@@ -12,10 +12,11 @@ METRICS = {
     "wharf.request.count", "wharf.request.duration",
     "wharf.submission.accepted", "wharf.submission.rejected",
     "wharf.enqueue.duration", "wharf.heartbeat.check",
-    "wharf.worker.jobs.processed", "wharf.worker.jobs.retried", "wharf.worker.jobs.dead_lettered",
+    "wharf.worker.entries.acked", "wharf.worker.entries.claimed", "wharf.worker.entries.dead_lettered",
+    "wharf.worker.entries.lost_lease", "wharf.worker.read.errors",
     "wharf.worker.batch.documents", "wharf.worker.batch.bytes",
     "wharf.s3.put.duration", "wharf.s3.put.errors",
-    "wharf.queue.backlog", "wharf.queue.inflight", "wharf.queue.dead", "wharf.workers.live",
+    "wharf.queue.backlog", "wharf.queue.waiting", "wharf.queue.inflight", "wharf.queue.dead", "wharf.workers.live",
 }
 # DogStatsD timers/histograms become NAME.avg, NAME.max, NAME.95percentile, ... in Datadog.
 SUFFIX = re.compile(r"\.(avg|max|min|median|count|95percentile|99percentile)$")
@@ -50,6 +51,14 @@ def test_dashboard_metrics_are_known():
 def test_monitor_metrics_are_known():
     found = names_in("deploy/datadog/monitors.json")
     assert found and found <= METRICS, found - METRICS
+
+
+def test_refused_writes_and_dead_letters_are_monitored():
+    data = json.loads((ROOT / "deploy/datadog/monitors.json").read_text(encoding="utf-8"))
+    qs = [m["query"] for m in data["monitors"]]
+    assert any("wharf.s3.put.errors{kind:refused}" in q for q in qs), qs
+    assert any("wharf.queue.dead" in q for q in qs), qs
+    assert not any("wharf.worker.jobs." in q for q in qs), qs
 
 
 def test_metrics_documented_if_metrics_md_present():

@@ -65,6 +65,37 @@ def test_autoscaling(rendered):
     assert by_kind(docs, "HorizontalPodAutoscaler")["wharf-web"]["spec"]["scaleTargetRef"]["name"] == "wharf-web"
     so = by_kind(docs, "ScaledObject")["wharf-worker"]
     assert so["spec"]["scaleTargetRef"]["name"] == "wharf-worker"
-    redis = [t for t in so["spec"]["triggers"] if t["type"] == "redis"]
-    assert redis and redis[0]["metadata"]["listName"] == "wharf_submissions:active"
     assert set(by_kind(docs, "PodDisruptionBudget")) == {"wharf-web", "wharf-worker"}
+
+
+def test_worker_scales_on_the_lag_of_every_shard_stream(rendered):
+    """One KEDA redis-streams trigger per shard stream wharf:{n}:submissions (n < QUEUE_SHARDS),
+    on the consumer group's lag, each with the fleet-wide target divided by the shard count
+    (the HPA takes the max over triggers, not the sum)."""
+    _, docs = rendered
+    so = by_kind(docs, "ScaledObject")["wharf-worker"]
+    assert not [t for t in so["spec"]["triggers"] if t["type"] == "redis"], "the lists scaler is gone"
+    streams = [t for t in so["spec"]["triggers"] if t["type"] == "redis-streams"]
+    shards = {int(configmap_value(docs, by_kind(docs, "Deployment")[d], "QUEUE_SHARDS"))
+              for d in ("wharf-web", "wharf-worker")}
+    assert len(shards) == 1, f"QUEUE_SHARDS differs between web and worker: {shards}"
+    (n,) = shards
+    assert sorted(t["metadata"]["stream"] for t in streams) == sorted(f"wharf:{{{i}}}:submissions" for i in range(n))
+    targets = set()
+    for t in streams:
+        meta = t["metadata"]
+        assert meta["consumerGroup"] == "wharf-workers"
+        assert "lagCount" in meta and "pendingEntriesCount" not in meta and "streamLength" not in meta
+        assert meta["hostFromEnv"] == "REDIS_HOST" and meta["portFromEnv"] == "REDIS_PORT"
+        assert meta["enableTLS"] == "true"
+        assert t["authenticationRef"]["name"] == "wharf-redis"
+        targets.add(int(meta["lagCount"]))
+    assert len(targets) == 1 and targets.pop() * n == 5000
+    assert [t for t in so["spec"]["triggers"] if t["type"] == "cpu"]
+
+
+def test_removed_settings_are_gone(rendered):
+    _, docs = rendered
+    for cm in by_kind(docs, "ConfigMap").values():
+        for name in ("WORKER_HEARTBEAT_MS", "WORKER_MISSED_HEARTBEATS"):
+            assert name not in cm.get("data", {}), (cm["metadata"]["name"], name)

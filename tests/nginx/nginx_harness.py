@@ -319,6 +319,7 @@ def wharf_stack(tmp_path_factory):
         "LOG_LEVEL": "info",
         "VERSION_FILE": str(tmp / "version.json"),
         "ENVIRONMENT": "test",
+        "QUEUE_SHARDS": "4",  # test_nginx_edge.SHARDS
     }
     web = subprocess.Popen([exe, "web"], env=env, stdout=open(tmp / "wharf.log", "w"), stderr=subprocess.STDOUT)
     try:

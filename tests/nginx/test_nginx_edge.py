@@ -122,43 +122,50 @@ def test_heartbeat_rate_limited(nginx_echo):
 # ------------------------------------------------------------------ real wharf web
 
 
-def _find_job(redis, needle: str):
-    """Find the queued job that mentions `needle`, whatever key apalis keeps it under."""
-    hits = []
-    for key in redis.command("KEYS", "*"):
-        key = key.decode()
-        kind = redis.command("TYPE", key)
-        if kind == "string":
-            values = [redis.command("GET", key)]
-        elif kind == "hash":
-            values = redis.command("HVALS", key)
-        elif kind == "list":
-            values = redis.command("LRANGE", key, "0", "-1")
-        else:
-            continue
-        hits += [v.decode("utf-8", "replace") for v in values if v and needle.encode() in v]
-    return hits
+SHARDS = 4  # QUEUE_SHARDS given to `wharf web` by nginx_harness.wharf_stack
 
 
-def _attributes(obj):
-    if isinstance(obj, dict):
-        if "attributes" in obj and isinstance(obj["attributes"], dict):
-            return obj["attributes"]
-        for v in obj.values():
-            found = _attributes(v)
-            if found is not None:
-                return found
-    elif isinstance(obj, list):
-        for v in obj:
-            found = _attributes(v)
-            if found is not None:
-                return found
-    elif isinstance(obj, str) and obj.startswith("{"):
-        try:
-            return _attributes(json.loads(obj))
-        except ValueError:
-            return None
-    return None
+def _shard_of(doc_id: str, shards: int = SHARDS) -> int:
+    """The docId's shard as crates/wharf-queue/src/keys.rs computes it: FNV-1a (64-bit), then
+    the splitmix64 finaliser, modulo QUEUE_SHARDS."""
+    mask = 0xFFFFFFFFFFFFFFFF
+    h = 0xCBF29CE484222325
+    for byte in doc_id.encode():
+        h = ((h ^ byte) * 0x100000001B3) & mask
+    h ^= h >> 30
+    h = (h * 0xBF58476D1CE4E5B9) & mask
+    h ^= h >> 27
+    h = (h * 0x94D049BB133111EB) & mask
+    h ^= h >> 31
+    return h % shards
+
+
+def _queued_entries(redis, doc_id: str):
+    """Every entry of the shard streams wharf:{n}:submissions whose route (`r`, ending in the
+    docId) is `doc_id`'s, as (shard, stream entry id, {field: bytes})."""
+    registered = {int(m) for m in redis.command("SMEMBERS", "wharf:queue:shards")}
+    found = []
+    for shard in sorted(set(range(SHARDS)) | registered):
+        for entry_id, flat in redis.command("XRANGE", f"wharf:{{{shard}}}:submissions", "-", "+") or []:
+            fields = dict(zip((k.decode() for k in flat[0::2]), flat[1::2]))
+            if fields.get("r", b"").split(b"/")[-1] == doc_id.encode():
+                found.append((shard, entry_id.decode(), fields))
+    return found
+
+
+def _queued(redis, doc_id: str, body: bytes) -> dict:
+    """The one queued entry of `doc_id`, checked against the queue's entry layout
+    (crates/wharf-queue/src/entry.rs); returns its attributes (the `at` JSON object)."""
+    hits = _queued_entries(redis, doc_id)
+    assert len(hits) == 1, f"expected one queued entry for {doc_id}, found {hits}"
+    shard, _, fields = hits[0]
+    assert shard == _shard_of(doc_id), (shard, _shard_of(doc_id))
+    assert fields["v"] == b"2"
+    assert fields["r"] == b"nginx-test/ping/1/" + doc_id.encode()
+    assert fields["body"] == body  # raw bytes, no base64
+    attrs = json.loads(fields["at"])
+    assert isinstance(attrs, dict) and all(isinstance(v, str) for v in attrs.values()), attrs
+    return attrs
 
 
 def test_wharf_behind_nginx_dockerflow(wharf_stack):
@@ -173,18 +180,16 @@ def test_wharf_behind_nginx_dockerflow(wharf_stack):
 def test_wharf_submission_through_nginx_keeps_real_client(wharf_stack):
     ng, redis = wharf_stack["nginx"], wharf_stack["redis"]
     doc_id = str(uuid.uuid4())
+    sent = b'{"hello":"nginx"}'
     status, _, body = request(
-        ng.url(f"/submit/nginx-test/ping/1/{doc_id}"), method="POST", body=b'{"hello":"nginx"}',
+        ng.url(f"/submit/nginx-test/ping/1/{doc_id}"), method="POST", body=sent,
         headers={"Content-Type": "application/json", "X-Forwarded-For": SPOOF},
     )
     assert status == 200, body
     entry = [e for e in ng.log_entries() if doc_id in e["uri"]][-1]
     assert entry["remote_addr"] == "127.0.0.1"
     assert entry["upstream_status"] == "200"
-    hits = _find_job(redis, doc_id)
-    assert hits, "the submission was not queued in Redis"
-    attrs = _attributes(hits[0])
-    assert attrs is not None, hits[0][:500]
+    attrs = _queued(redis, doc_id, sent)
     assert SPOOF not in json.dumps(attrs), attrs
     # what nginx passed upstream is what wharf stored (the edge spec's attribute)
     assert attrs.get("x_forwarded_for") == "127.0.0.1", attrs
@@ -201,9 +206,8 @@ def test_wharf_submission_via_load_balancer_keeps_chain(wharf_stack):
     assert status == 200, body
     entry = [e for e in ng.log_entries() if doc_id in e["uri"]][-1]
     assert entry["remote_addr"] == SPOOF and entry["peer_addr"] == "127.0.0.2"
-    hits = _find_job(redis, doc_id)
-    assert hits, "the submission was not queued in Redis"
-    assert _attributes(hits[0]).get("x_forwarded_for") == chain
+    attrs = _queued(redis, doc_id, b"{}")
+    assert attrs.get("x_forwarded_for") == chain, attrs
 
 
 def test_wharf_body_limit_through_nginx(wharf_stack):

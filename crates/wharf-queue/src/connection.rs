@@ -25,3 +25,18 @@ pub async fn ping(conn: &mut ConnectionManager) -> Result<(), QueueError> {
     let _: String = redis::cmd("PING").query_async(conn).await?;
     Ok(())
 }
+
+/// A connection manager for blocking reads (`XREADGROUP ... BLOCK`): its response timeout is
+/// the block time plus the usual timeout, so an idle read is never mistaken for an outage.
+pub fn connect_blocking(
+    settings: &RedisSettings,
+    block: std::time::Duration,
+) -> Result<ConnectionManager, QueueError> {
+    let client = redis::Client::open(settings.url())?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(settings.timeout))
+        .set_response_timeout(Some(block + settings.timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(settings.timeout);
+    Ok(ConnectionManager::new_lazy_with_config(client, config)?)
+}

@@ -1,17 +1,16 @@
-//! Puts submissions on the queue through apalis-redis's own push script, one round trip per call or grouped across callers (group commit).
+//! Puts submissions on their shard streams with one `XADD` each, one round trip per call or grouped across callers (group commit).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use apalis_core::task::builder::TaskBuilder;
-use apalis_core::task::task_id::TaskId;
-use apalis_redis::RedisTask;
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::{apalis_config, QueueError, QueueTuning, Submission};
+use crate::keys::Shard;
+use crate::{QueueError, Submission};
 
-/// Bounds of one group commit: how many submissions one push may carry, and how many pushes may
-/// be in flight at once.
+/// Bounds of one group commit: how many submissions one pipeline may carry, and how many
+/// pipelines may be in flight at once.
 ///
 /// A submission waits only while every allowed push is already in flight; the moment one
 /// finishes, everything that queued up meanwhile (up to these bounds) goes in the next push. So at
@@ -45,8 +44,8 @@ impl Default for GroupCommitLimits {
 pub enum EnqueueError {
     #[error(transparent)]
     Queue(#[from] QueueError),
-    /// The push carrying this submission failed; every submission in it gets this error.
-    #[error("group push of {jobs} submissions failed: {source}")]
+    /// The pipeline carrying this submission failed; every submission in it gets this error.
+    #[error("pipeline of {jobs} submissions failed: {source}")]
     Group {
         jobs: usize,
         source: Arc<QueueError>,
@@ -57,95 +56,117 @@ pub enum EnqueueError {
 
 /// One submission waiting for a push, and who to tell how it went.
 struct Waiting {
-    task: RedisTask,
-    bytes: usize,
-    done: oneshot::Sender<Result<(), (usize, Arc<QueueError>)>>,
+    submission: Submission,
+    done: oneshot::Sender<Result<EntryId, (usize, Arc<QueueError>)>>,
 }
 
-/// Enqueues submissions exactly as an apalis `RedisStorage<Submission>` would, without running a worker.
+/// Where an enqueued submission landed: its shard and its stream entry id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryId {
+    pub shard: Shard,
+    pub id: String,
+}
+
+/// Adds submissions to their shard streams, one `XADD` each, pipelined.
 #[derive(Clone)]
 pub struct Enqueuer {
     conn: ConnectionManager,
-    config: apalis_redis::Config,
+    shards: u16,
     group: Option<mpsc::Sender<Waiting>>,
+    /// Pipelines sent by the group committer: with the submissions served, the group size.
+    pipelines: Arc<AtomicU64>,
 }
 
 impl Enqueuer {
-    pub fn new(conn: ConnectionManager) -> Self {
+    pub fn new(conn: ConnectionManager, shards: u16) -> Self {
         Self {
             conn,
-            config: apalis_config(QueueTuning::default()),
+            shards: shards.max(1),
             group: None,
+            pipelines: Arc::default(),
         }
     }
 
-    /// Makes [`Enqueuer::enqueue_one`] group concurrent submissions into shared pushes; starts the
-    /// committing task, so it must be called inside a tokio runtime. The task ends when the last
-    /// clone of this enqueuer is dropped.
+    /// Makes [`Enqueuer::enqueue_one`] group concurrent submissions into shared pipelines;
+    /// starts the committing task, so it must be called inside a tokio runtime. The task ends
+    /// when the last clone of this enqueuer is dropped.
     pub fn with_group_commit(mut self, limits: GroupCommitLimits) -> Self {
         let (tx, rx) = mpsc::channel(limits.max_waiting.max(1));
         tokio::spawn(commit_loop(
             self.conn.clone(),
-            self.config.clone(),
+            self.shards,
             rx,
             limits,
+            Arc::clone(&self.pipelines),
         ));
         self.group = Some(tx);
         self
     }
 
-    /// Enqueues every submission in one Redis round trip; returns once Redis has them all.
-    pub async fn enqueue(&self, submissions: &[Submission]) -> Result<Vec<TaskId>, QueueError> {
-        let mut tasks: Vec<RedisTask> = Vec::with_capacity(submissions.len());
-        let mut ids = Vec::with_capacity(submissions.len());
-        for submission in submissions {
-            let (id, task, _) = task_for(submission)?;
-            ids.push(id);
-            tasks.push(task);
-        }
-        let mut conn = self.conn.clone();
-        apalis_redis::queries::push_tasks(&mut conn, &self.config, &tasks).await?;
-        Ok(ids)
+    /// How many pipelines the group committer has sent so far.
+    pub fn pipelines_sent(&self) -> u64 {
+        self.pipelines.load(Ordering::Relaxed)
     }
 
-    /// Enqueues one submission; returns once Redis has acknowledged the push that carried it.
+    /// Enqueues every submission in one Redis round trip; returns once Redis has them all.
+    pub async fn enqueue(&self, submissions: &[Submission]) -> Result<Vec<EntryId>, QueueError> {
+        let mut conn = self.conn.clone();
+        push(&mut conn, self.shards, submissions.iter()).await
+    }
+
+    /// Enqueues one submission; returns once Redis has acknowledged the pipeline that carried it.
     ///
-    /// With group commit on, that push may carry other callers' submissions too, and if it fails
-    /// every one of them gets the error. Without it, this is [`Enqueuer::enqueue`] of one.
-    pub async fn enqueue_one(&self, submission: &Submission) -> Result<TaskId, EnqueueError> {
+    /// With group commit on, that pipeline may carry other callers' submissions too, and if it
+    /// fails every one of them gets the error. Without it, this is [`Enqueuer::enqueue`] of one.
+    pub async fn enqueue_one(&self, submission: Submission) -> Result<EntryId, EnqueueError> {
         let Some(group) = &self.group else {
-            let mut ids = self.enqueue(std::slice::from_ref(submission)).await?;
+            let mut ids = self.enqueue(std::slice::from_ref(&submission)).await?;
             return ids.pop().ok_or(EnqueueError::Stopped);
         };
-        let (id, task, bytes) = task_for(submission)?;
         let (done, answer) = oneshot::channel();
         group
-            .send(Waiting { task, bytes, done })
+            .send(Waiting { submission, done })
             .await
             .map_err(|_| EnqueueError::Stopped)?;
         match answer.await {
-            Ok(Ok(())) => Ok(id),
+            Ok(Ok(id)) => Ok(id),
             Ok(Err((jobs, source))) => Err(EnqueueError::Group { jobs, source }),
             Err(_) => Err(EnqueueError::Stopped),
         }
     }
 }
 
-/// The apalis task for one submission, with a fresh id, and its encoded size.
-fn task_for(submission: &Submission) -> Result<(TaskId, RedisTask, usize), QueueError> {
-    let id = TaskId::from_ulid(ulid::Ulid::generate());
-    let json = submission.to_json()?;
-    let bytes = json.len();
-    let task = TaskBuilder::new(json).task_id(id.clone()).build();
-    Ok((id, task, bytes))
+/// One pipeline of `XADD wharf:{<shard>}:submissions * ...`, one per submission, in order.
+async fn push<'a>(
+    conn: &mut ConnectionManager,
+    shards: u16,
+    submissions: impl Iterator<Item = &'a Submission>,
+) -> Result<Vec<EntryId>, QueueError> {
+    let mut pipe = redis::pipe();
+    let mut placed = Vec::new();
+    for submission in submissions {
+        let shard = Shard::for_doc(&submission.route.doc_id, shards);
+        pipe.add_command(submission.xadd(&shard.stream())?);
+        placed.push(shard);
+    }
+    if placed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = pipe.query_async(conn).await?;
+    Ok(placed
+        .into_iter()
+        .zip(ids)
+        .map(|(shard, id)| EntryId { shard, id })
+        .collect())
 }
 
-/// Takes whatever is waiting (within the limits) whenever a push slot is free, and pushes it.
+/// Takes whatever is waiting (within the limits) whenever a pipeline slot is free, and sends it.
 async fn commit_loop(
     conn: ConnectionManager,
-    config: apalis_redis::Config,
+    shards: u16,
     mut waiting: mpsc::Receiver<Waiting>,
     limits: GroupCommitLimits,
+    pipelines: Arc<AtomicU64>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_in_flight.max(1)));
     let max_jobs = limits.max_jobs.max(1);
@@ -156,35 +177,36 @@ async fn commit_loop(
         let Some(first) = waiting.recv().await else {
             return;
         };
-        let mut bytes = first.bytes;
+        let mut bytes = first.submission.encoded_len();
         let mut batch = vec![first];
         while batch.len() < max_jobs && bytes < limits.max_bytes {
             match waiting.try_recv() {
                 Ok(next) => {
-                    bytes += next.bytes;
+                    bytes += next.submission.encoded_len();
                     batch.push(next);
                 }
                 Err(_) => break,
             }
         }
         let mut conn = conn.clone();
-        let config = config.clone();
+        pipelines.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let jobs = batch.len();
-            let mut tasks = Vec::with_capacity(jobs);
-            let mut answers = Vec::with_capacity(jobs);
-            for w in batch {
-                tasks.push(w.task);
-                answers.push(w.done);
-            }
-            let result = apalis_redis::queries::push_tasks(&mut conn, &config, &tasks)
-                .await
-                .map(|_| ())
-                .map_err(|e| (jobs, Arc::new(QueueError::from(e))));
+            let result = push(&mut conn, shards, batch.iter().map(|w| &w.submission)).await;
             drop(slot);
-            for answer in answers {
-                // A caller that gave up (timeout, client gone) no longer listens; nothing to do.
-                let _ = answer.send(result.clone());
+            match result {
+                Ok(ids) => {
+                    for (w, id) in batch.into_iter().zip(ids) {
+                        // A caller that gave up (timeout, client gone) no longer listens.
+                        let _ = w.done.send(Ok(id));
+                    }
+                }
+                Err(e) => {
+                    let e = Arc::new(e);
+                    for w in batch {
+                        let _ = w.done.send(Err((jobs, Arc::clone(&e))));
+                    }
+                }
             }
         });
     }

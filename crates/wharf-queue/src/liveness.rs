@@ -1,30 +1,52 @@
-//! Worker liveness records: each worker keeps its name in a sorted set scored by its expiry time.
+//! Worker liveness records: each worker keeps its name in a sorted set scored by its expiry, by the Redis server's clock.
 //!
 //! A sorted set rather than one key per worker lets `__heartbeat__` count live workers in one
-//! `ZCOUNT` without `SCAN`. The web role only reads; workers refresh their own entry and prune
-//! expired ones.
+//! call without `SCAN`. Scores are computed inside Redis from `TIME`, so a host whose clock is
+//! off by minutes neither looks dead nor keeps others looking alive.
 
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
+use redis::Script;
 
 use crate::keys::LIVENESS_KEY;
 use crate::QueueError;
 
-/// Records `worker` as live until `now_ms + ttl`, and drops entries that have expired.
+/// KEYS[1] = the set, ARGV[1] = worker, ARGV[2] = ttl ms: records the worker as live until
+/// now + ttl and drops expired records.
+const PUBLISH: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+return now
+"#;
+
+/// KEYS[1] = the set, ARGV[1] = name prefix or '': live records (matching the prefix).
+const LIVE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local names = redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
+local n = 0
+for _, name in ipairs(names) do
+    if string.sub(name, 1, #ARGV[1]) == ARGV[1] then
+        n = n + 1
+    end
+end
+return n
+"#;
+
+/// Records `worker` as live for `ttl` from now (Redis time), and drops expired records.
 pub async fn publish(
     conn: &mut ConnectionManager,
     worker: &str,
-    now_ms: u64,
     ttl: Duration,
 ) -> Result<(), QueueError> {
-    let expiry = now_ms + u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-    let _: () = redis::pipe()
-        .zadd(LIVENESS_KEY, worker, expiry)
-        .ignore()
-        .zrembyscore(LIVENESS_KEY, "-inf", format!("({now_ms}"))
-        .ignore()
-        .query_async(conn)
+    let _: i64 = Script::new(PUBLISH)
+        .key(LIVENESS_KEY)
+        .arg(worker)
+        .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+        .invoke_async(conn)
         .await?;
     Ok(())
 }
@@ -39,13 +61,12 @@ pub async fn withdraw(conn: &mut ConnectionManager, worker: &str) -> Result<(), 
     Ok(())
 }
 
-/// How many workers are live at `now_ms`.
-pub async fn live_count(conn: &mut ConnectionManager, now_ms: u64) -> Result<u64, QueueError> {
-    Ok(redis::cmd("ZCOUNT")
-        .arg(LIVENESS_KEY)
-        .arg(now_ms)
-        .arg("+inf")
-        .query_async(conn)
+/// How many workers are live now (Redis time).
+pub async fn live_count(conn: &mut ConnectionManager) -> Result<u64, QueueError> {
+    Ok(Script::new(LIVE)
+        .key(LIVENESS_KEY)
+        .arg("")
+        .invoke_async(conn)
         .await?)
 }
 
@@ -57,16 +78,11 @@ pub fn is_live_blocking(
     prefix: &str,
     timeout: Duration,
 ) -> Result<bool, QueueError> {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or_default();
     let mut conn = redis::Client::open(settings.url())?.get_connection_with_timeout(timeout)?;
     conn.set_read_timeout(Some(timeout))?;
-    let live: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-        .arg(LIVENESS_KEY)
-        .arg(now_ms)
-        .arg("+inf")
-        .query(&mut conn)?;
-    Ok(live.iter().any(|name| name.starts_with(prefix)))
+    let live: u64 = Script::new(LIVE)
+        .key(LIVENESS_KEY)
+        .arg(prefix)
+        .invoke(&mut conn)?;
+    Ok(live > 0)
 }

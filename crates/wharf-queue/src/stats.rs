@@ -1,63 +1,118 @@
-//! Queue statistics computed directly from apalis-redis's keys (its own metrics query fails).
+//! Queue statistics read from the shard streams themselves: `XLEN`, `XINFO GROUPS` (lag and pending) and the dead-letter streams.
 
 use redis::aio::ConnectionManager;
+use redis::Value;
 use serde::Serialize;
 
-use crate::keys::{QueueKeys, LIVENESS_KEY};
+use crate::keys::{Shard, GROUP};
+use crate::liveness;
 use crate::QueueError;
 
-/// A snapshot of the queue, as `__heartbeat__` and the worker's gauges report it.
+/// A snapshot of the queue, summed over shards, as `__heartbeat__` and the worker's gauges report it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct QueueStats {
-    /// Jobs waiting: `LLEN {q}:active + ZCARD {q}:scheduled` (scheduled includes retries).
+    /// Entries not yet written to S3: waiting plus in flight. Acknowledged entries are deleted
+    /// in the same `MULTI`, so this is the shard streams' total `XLEN`.
     pub backlog: u64,
-    /// Jobs fetched by a worker and not yet acknowledged.
+    /// Entries no worker has read yet (the consumer group's lag).
+    pub waiting: u64,
+    /// Entries read by a worker and not yet acknowledged (the group's pending entries).
     pub inflight: u64,
-    /// Jobs dead-lettered after exhausting their attempts.
+    /// Dead letters (`XLEN wharf:{<n>}:dead`).
     pub dead: u64,
     /// Workers whose liveness record has not expired.
     pub live_workers: u64,
 }
 
 impl QueueStats {
-    /// Reads the backlog only: one round trip, cheap enough for a sampled admission check.
-    pub async fn backlog(conn: &mut ConnectionManager) -> Result<u64, QueueError> {
-        let keys = QueueKeys::new();
-        let (active, scheduled): (u64, u64) = redis::pipe()
-            .llen(&keys.active)
-            .zcard(&keys.scheduled)
-            .query_async(conn)
-            .await?;
-        Ok(active + scheduled)
+    /// The backlog only (`XLEN` of every shard): one round trip, cheap enough for a sampled
+    /// admission check.
+    pub async fn backlog(
+        conn: &mut ConnectionManager,
+        shards: &[Shard],
+    ) -> Result<u64, QueueError> {
+        let mut pipe = redis::pipe();
+        for shard in shards {
+            pipe.cmd("XLEN").arg(shard.stream());
+        }
+        let lengths: Vec<u64> = pipe.query_async(conn).await?;
+        Ok(lengths.iter().sum())
     }
 
-    /// Reads every figure: two round trips.
-    pub async fn fetch(conn: &mut ConnectionManager, now_ms: u64) -> Result<Self, QueueError> {
-        let keys = QueueKeys::new();
-        let (active, scheduled, dead, workers, live): (u64, u64, u64, Vec<String>, u64) =
-            redis::pipe()
-                .llen(&keys.active)
-                .zcard(&keys.scheduled)
-                .scard(&keys.dead)
-                .zrange(&keys.workers, 0, -1)
-                .zcount(LIVENESS_KEY, now_ms, "+inf")
-                .query_async(conn)
-                .await?;
-        let inflight = if workers.is_empty() {
-            0
-        } else {
-            let mut pipe = redis::pipe();
-            for worker in &workers {
-                pipe.scard(format!("{}:{worker}", keys.inflight_prefix));
+    /// Every figure: two round trips, three with `XINFO GROUPS` of non-empty shards.
+    pub async fn fetch(conn: &mut ConnectionManager, shards: &[Shard]) -> Result<Self, QueueError> {
+        let mut pipe = redis::pipe();
+        for shard in shards {
+            pipe.cmd("XLEN").arg(shard.stream());
+            pipe.cmd("XLEN").arg(shard.dead());
+        }
+        let lengths: Vec<u64> = pipe.query_async(conn).await?;
+        let mut stats = QueueStats::default();
+        let mut busy = Vec::new();
+        for (shard, pair) in shards.iter().zip(lengths.chunks(2)) {
+            let (length, dead) = (pair[0], pair.get(1).copied().unwrap_or(0));
+            stats.backlog += length;
+            stats.dead += dead;
+            if length > 0 {
+                busy.push((*shard, length));
             }
-            let counts: Vec<u64> = pipe.query_async(conn).await?;
-            counts.iter().sum()
-        };
-        Ok(Self {
-            backlog: active + scheduled,
-            inflight,
-            dead,
-            live_workers: live,
-        })
+        }
+        if !busy.is_empty() {
+            // XINFO GROUPS only on shards that exist (it fails on a missing key).
+            let mut pipe = redis::pipe();
+            for (shard, _) in &busy {
+                pipe.cmd("XINFO").arg("GROUPS").arg(shard.stream());
+            }
+            let groups: Vec<Value> = pipe.query_async(conn).await?;
+            for ((_, length), reply) in busy.iter().zip(groups) {
+                let (pending, lag) = group_figures(reply);
+                stats.inflight += pending;
+                // Lag is unknown before any worker created the group (everything waits) and,
+                // in Redis 7, when it cannot be computed: then whatever is not pending waits.
+                stats.waiting += lag.unwrap_or(length.saturating_sub(pending));
+            }
+        }
+        stats.live_workers = liveness::live_count(conn).await?;
+        Ok(stats)
     }
+}
+
+/// `pending` and `lag` of Wharf's group in an `XINFO GROUPS` reply.
+fn group_figures(reply: Value) -> (u64, Option<u64>) {
+    let groups = match reply {
+        Value::Array(groups) => groups,
+        _ => return (0, None),
+    };
+    for group in groups {
+        let fields: Vec<(Value, Value)> = match group {
+            Value::Array(flat) => {
+                let mut it = flat.into_iter();
+                let mut out = Vec::new();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    out.push((k, v));
+                }
+                out
+            }
+            Value::Map(kvs) => kvs,
+            _ => continue,
+        };
+        let get = |name: &str| {
+            fields.iter().find_map(|(k, v)| match k {
+                Value::BulkString(b) if b == name.as_bytes() => Some(v.clone()),
+                Value::SimpleString(s) if s == name => Some(v.clone()),
+                _ => None,
+            })
+        };
+        let is_ours = matches!(get("name"), Some(Value::BulkString(b)) if b == GROUP.as_bytes())
+            || matches!(get("name"), Some(Value::SimpleString(s)) if s == GROUP);
+        if !is_ours {
+            continue;
+        }
+        let number = |v: Option<Value>| match v {
+            Some(Value::Int(n)) => u64::try_from(n).ok(),
+            _ => None,
+        };
+        return (number(get("pending")).unwrap_or(0), number(get("lag")));
+    }
+    (0, None)
 }

@@ -70,6 +70,8 @@ pub struct RedisSettings {
     pub tls: bool,
     #[serde(serialize_with = "serialize_ms")]
     pub timeout: Duration,
+    /// Number of queue shards (`wharf:{<n>}:submissions` streams) submissions spread over.
+    pub queue_shards: u16,
 }
 
 impl RedisSettings {
@@ -136,13 +138,19 @@ pub struct WorkerSettings {
     #[serde(serialize_with = "serialize_ms")]
     pub batch_max_age: Duration,
     pub max_open_batches: usize,
+    /// Entries one `XREADGROUP` takes from each shard.
     pub fetch_size: usize,
+    /// Documents a worker holds at once (fetched, in open batches or being uploaded).
+    pub max_held_documents: usize,
+    /// Body bytes a worker holds at once; one more fetch may go over it.
+    pub max_held_bytes: usize,
     #[serde(serialize_with = "serialize_ms")]
     pub poll_interval: Duration,
     #[serde(serialize_with = "serialize_ms")]
-    pub heartbeat: Duration,
-    pub missed_heartbeats: usize,
+    pub claim_idle: Duration,
     pub max_attempts: u32,
+    #[serde(serialize_with = "serialize_ms")]
+    pub refusal_grace: Duration,
     #[serde(serialize_with = "serialize_ms")]
     pub liveness_ttl: Duration,
 }
@@ -203,9 +211,6 @@ fn format_problems(problems: &[Problem]) -> String {
         .join("\n")
 }
 
-/// apalis-redis dead-letters a failing job at this attempt, whatever the job says.
-pub const MAX_ATTEMPTS_LIMIT: u32 = 25;
-
 /// The raw variables as envy reads them: all strings, so that parsing can report every problem.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(default)]
@@ -218,6 +223,7 @@ struct RawEnv {
     redis_password: Option<String>,
     redis_tls: Option<String>,
     redis_timeout_ms: Option<String>,
+    queue_shards: Option<String>,
     sentry_dsn: Option<String>,
     statsd_host: Option<String>,
     statsd_port: Option<String>,
@@ -244,10 +250,12 @@ struct RawEnv {
     batch_max_age_ms: Option<String>,
     max_open_batches: Option<String>,
     worker_fetch_size: Option<String>,
+    worker_max_held_documents: Option<String>,
+    worker_max_held_bytes: Option<String>,
     worker_poll_interval_ms: Option<String>,
-    worker_heartbeat_ms: Option<String>,
-    worker_missed_heartbeats: Option<String>,
+    worker_claim_idle_ms: Option<String>,
     max_attempts: Option<String>,
+    s3_refusal_grace_ms: Option<String>,
     liveness_ttl_ms: Option<String>,
 }
 
@@ -325,9 +333,10 @@ fn build(
         db: p.number("REDIS_DB"),
         password: p.optional("REDIS_PASSWORD").map(Secret::new),
         tls: p.boolean("REDIS_TLS"),
-        timeout: p.millis("REDIS_TIMEOUT_MS"),
+        timeout: p.millis("REDIS_TIMEOUT_MS", 50, 60_000),
+        queue_shards: p.within("QUEUE_SHARDS", 1, 1024) as u16,
     };
-    let shutdown_grace = p.millis("SHUTDOWN_GRACE_MS");
+    let shutdown_grace = p.millis("SHUTDOWN_GRACE_MS", 100, 600_000);
     let web = WebSettings {
         host: p.string("HOST"),
         port: p.number("PORT"),
@@ -337,7 +346,7 @@ fn build(
         queue_depth_warning: p.positive("QUEUE_DEPTH_WARNING"),
         allowed_namespaces: p.list("ALLOWED_NAMESPACES"),
         drop_client_ip: p.boolean("DROP_CLIENT_IP"),
-        heartbeat_cache: p.millis("HEARTBEAT_CACHE_MS"),
+        heartbeat_cache: p.millis("HEARTBEAT_CACHE_MS", 10, 60_000),
         version_file: p.string("VERSION_FILE"),
         error_endpoint_token: p.optional("ERROR_ENDPOINT_TOKEN").map(Secret::new),
     };
@@ -351,19 +360,34 @@ fn build(
         },
         batch_max_documents: p.positive("BATCH_MAX_DOCUMENTS"),
         batch_max_bytes: p.positive("BATCH_MAX_BYTES"),
-        batch_max_age: p.millis("BATCH_MAX_AGE_MS"),
+        batch_max_age: p.millis("BATCH_MAX_AGE_MS", 100, 3_600_000),
         max_open_batches: p.positive("MAX_OPEN_BATCHES"),
-        fetch_size: p.positive("WORKER_FETCH_SIZE"),
-        poll_interval: p.millis("WORKER_POLL_INTERVAL_MS"),
-        heartbeat: p.millis("WORKER_HEARTBEAT_MS"),
-        missed_heartbeats: p.positive("WORKER_MISSED_HEARTBEATS"),
-        max_attempts: p.positive("MAX_ATTEMPTS"),
-        liveness_ttl: p.millis("LIVENESS_TTL_MS"),
+        fetch_size: p.within("WORKER_FETCH_SIZE", 1, 10_000) as usize,
+        max_held_documents: p.within("WORKER_MAX_HELD_DOCUMENTS", 1, 1_000_000) as usize,
+        max_held_bytes: p.within("WORKER_MAX_HELD_BYTES", 1 << 20, 1 << 34) as usize,
+        poll_interval: p.millis("WORKER_POLL_INTERVAL_MS", 10, 10_000),
+        claim_idle: p.millis("WORKER_CLAIM_IDLE_MS", 1_000, 3_600_000),
+        max_attempts: p.within("MAX_ATTEMPTS", 1, 1_000) as u32,
+        refusal_grace: p.millis("S3_REFUSAL_GRACE_MS", 0, 86_400_000),
+        liveness_ttl: p.millis("LIVENESS_TTL_MS", 1_000, 600_000),
     };
-    if worker.max_attempts > MAX_ATTEMPTS_LIMIT {
+    let worker_role = role == Role::Worker;
+    if worker_role && worker.claim_idle < worker.poll_interval * 3 {
         p.problem(
-            "MAX_ATTEMPTS",
-            format!("must be at most {MAX_ATTEMPTS_LIMIT}: apalis-redis dead-letters a job at its {MAX_ATTEMPTS_LIMIT}th attempt whatever it is told"),
+            "WORKER_CLAIM_IDLE_MS",
+            format!(
+                "must be at least 3 x WORKER_POLL_INTERVAL_MS ({} ms): a live worker renews its entries every third of it",
+                worker.poll_interval.as_millis()
+            ),
+        );
+    }
+    if worker_role && worker.claim_idle <= redis.timeout * 3 {
+        p.problem(
+            "WORKER_CLAIM_IDLE_MS",
+            format!(
+                "must be more than 3 x REDIS_TIMEOUT_MS ({} ms), or one slow renewal lets another worker take live entries",
+                redis.timeout.as_millis()
+            ),
         );
     }
     if web.queue_depth_warning > web.max_queue_depth {

@@ -108,8 +108,27 @@ impl<'a> Parser<'a> {
         n
     }
 
-    pub(crate) fn millis(&mut self, name: &str) -> Duration {
-        Duration::from_millis(self.number::<u64>(name))
+    /// A duration in milliseconds within `[min, max]`: zero or absurd values of timeouts and
+    /// intervals make a role spin, hang or never recover, so they are refused at start-up.
+    pub(crate) fn millis(&mut self, name: &str, min: u64, max: u64) -> Duration {
+        Duration::from_millis(self.within(name, min, max))
+    }
+
+    /// A whole number within `[min, max]`.
+    pub(crate) fn within(&mut self, name: &str, min: u64, max: u64) -> u64 {
+        let Some(value) = self.raw(name) else {
+            return min;
+        };
+        match value.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => n,
+            _ => {
+                self.problem(
+                    name,
+                    format!("`{value}` is not a whole number from {min} to {max}"),
+                );
+                min
+            }
+        }
     }
 
     pub(crate) fn boolean(&mut self, name: &str) -> bool {

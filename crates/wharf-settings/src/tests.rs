@@ -36,7 +36,10 @@ fn every_problem_is_reported_at_once() {
             ("SENTRY_DSN", "not a url"),
             ("LOG_FORMAT", "xml"),
             ("BATCH_MAX_DOCUMENTS", "0"),
-            ("MAX_ATTEMPTS", "26"),
+            ("MAX_ATTEMPTS", "0"),
+            ("REDIS_TIMEOUT_MS", "0"),
+            ("WORKER_CLAIM_IDLE_MS", "1500"),
+            ("QUEUE_SHARDS", "4096"),
         ]),
     )
     .unwrap_err();
@@ -50,6 +53,8 @@ fn every_problem_is_reported_at_once() {
         "LOG_FORMAT",
         "BATCH_MAX_DOCUMENTS",
         "MAX_ATTEMPTS",
+        "REDIS_TIMEOUT_MS",
+        "QUEUE_SHARDS",
     ] {
         assert!(
             names.contains(&expected),
@@ -57,7 +62,11 @@ fn every_problem_is_reported_at_once() {
         );
     }
     let text = err.to_string();
-    assert!(text.contains("8 problems"), "{text}");
+    assert!(text.contains("11 problems"), "{text}");
+    assert!(
+        text.contains("WORKER_CLAIM_IDLE_MS: must be at least 3 x WORKER_POLL_INTERVAL_MS"),
+        "a claim idle time shorter than three polls is refused: {text}"
+    );
     assert!(
         text.contains("example: REDIS_HOST=example.cache.amazonaws.com"),
         "{text}"
@@ -218,4 +227,55 @@ fn readme_documents_every_variable() {
             variable.name
         );
     }
+}
+
+#[test]
+fn durations_are_bounded_and_the_claim_idle_time_must_outlast_renewals() {
+    let ok = from_vars(
+        Role::Worker,
+        vars(&[("REDIS_HOST", "r"), ("S3_BUCKET", "b")]),
+    )
+    .unwrap();
+    let w = ok.worker.unwrap();
+    assert_eq!(ok.redis.queue_shards, 4);
+    assert_eq!(w.claim_idle, Duration::from_secs(10));
+    assert_eq!(w.refusal_grace, Duration::from_secs(300));
+    for (name, value) in [
+        ("REDIS_TIMEOUT_MS", "0"),
+        ("HEARTBEAT_CACHE_MS", "0"),
+        ("LIVENESS_TTL_MS", "0"),
+        ("SHUTDOWN_GRACE_MS", "99999999"),
+        ("WORKER_FETCH_SIZE", "20000"),
+        ("WORKER_POLL_INTERVAL_MS", "5"),
+        ("BATCH_MAX_AGE_MS", "1.5"),
+    ] {
+        let err = from_vars(
+            Role::Worker,
+            vars(&[("REDIS_HOST", "r"), ("S3_BUCKET", "b"), (name, value)]),
+        )
+        .unwrap_err();
+        let names: Vec<&str> = err.problems().iter().map(|p| p.variable.as_str()).collect();
+        assert_eq!(names, [name], "{name}={value}: {err}");
+    }
+    // A claim idle time within three Redis timeouts would let one slow renewal lose entries.
+    let err = from_vars(
+        Role::Worker,
+        vars(&[
+            ("REDIS_HOST", "r"),
+            ("S3_BUCKET", "b"),
+            ("REDIS_TIMEOUT_MS", "5000"),
+        ]),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("WORKER_CLAIM_IDLE_MS: must be more than 3 x REDIS_TIMEOUT_MS"),
+        "{err}"
+    );
+    // The web role does not claim entries, so the same timeout is fine there.
+    assert!(from_vars(
+        Role::Web,
+        vars(&[("REDIS_HOST", "r"), ("REDIS_TIMEOUT_MS", "5000")])
+    )
+    .is_ok());
 }

@@ -2,11 +2,12 @@
 //!
 //! The server runs on its own thread and runtime, so tests can stop it (every open connection is
 //! cut) and restart it on the same port to simulate an S3 outage, and can make it answer every
-//! request with `403 AccessDenied` to simulate a permanent failure.
+//! request with an S3 error ([`Fault`]: throttling, `RequestTimeout`, `RequestTimeTooSkewed`,
+//! `AccessDenied`), switched at runtime and back.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,99 @@ use s3s::service::S3ServiceBuilder;
 pub const ACCESS_KEY: &str = "wharf-test-access";
 /// The secret key the test server accepts.
 pub const SECRET_KEY: &str = "wharf-test-secret";
+
+/// An error the server answers every request with, as S3 does: the HTTP status and an XML body
+/// whose `<Code>` is what clients classify the error by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Fault {
+    /// `503 SlowDown`: S3 throttling.
+    SlowDown = 1,
+    /// `503 ServiceUnavailable`.
+    ServiceUnavailable,
+    /// `400 RequestTimeout`: the request body did not arrive in time (transient, whatever its status).
+    RequestTimeout,
+    /// `403 RequestTimeTooSkewed`: the client's clock is off (transient, whatever its status).
+    RequestTimeTooSkewed,
+    /// `403 AccessDenied`: a permanent refusal.
+    AccessDenied,
+}
+
+impl Fault {
+    const ALL: [Fault; 5] = [
+        Fault::SlowDown,
+        Fault::ServiceUnavailable,
+        Fault::RequestTimeout,
+        Fault::RequestTimeTooSkewed,
+        Fault::AccessDenied,
+    ];
+
+    fn from_u8(value: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| *f as u8 == value)
+    }
+
+    pub fn status(self) -> http::StatusCode {
+        match self {
+            Fault::SlowDown | Fault::ServiceUnavailable => http::StatusCode::SERVICE_UNAVAILABLE,
+            Fault::RequestTimeout => http::StatusCode::BAD_REQUEST,
+            Fault::RequestTimeTooSkewed | Fault::AccessDenied => http::StatusCode::FORBIDDEN,
+        }
+    }
+
+    /// The S3 error code, as in `<Code>`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Fault::SlowDown => "SlowDown",
+            Fault::ServiceUnavailable => "ServiceUnavailable",
+            Fault::RequestTimeout => "RequestTimeout",
+            Fault::RequestTimeTooSkewed => "RequestTimeTooSkewed",
+            Fault::AccessDenied => "AccessDenied",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Fault::SlowDown => "Please reduce your request rate.",
+            Fault::ServiceUnavailable => "Service is unable to handle request.",
+            Fault::RequestTimeout => "Your socket connection to the server was not read from or written to within the timeout period.",
+            Fault::RequestTimeTooSkewed => "The difference between the request time and the current time is too large.",
+            Fault::AccessDenied => "Access Denied",
+        }
+    }
+
+    /// The whole error answer: status, XML content type and body.
+    fn response(self) -> http::Response<s3s::Body> {
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message><RequestId>wharf-test-fault</RequestId><HostId>wharf-test</HostId></Error>",
+            self.code(),
+            self.message()
+        );
+        let mut response = http::Response::new(s3s::Body::from(body));
+        *response.status_mut() = self.status();
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/xml"),
+        );
+        response
+    }
+}
+
+/// The fault switch shared by a server and whoever sets it: 0 means "answer normally".
+#[derive(Debug, Clone, Default)]
+struct FaultSwitch {
+    /// The old `deny` flag of [`serve`]: `AccessDenied` while set, whatever the fault.
+    deny: Arc<AtomicBool>,
+    fault: Arc<AtomicU8>,
+}
+
+impl FaultSwitch {
+    fn current(&self) -> Option<Fault> {
+        if self.deny.load(Ordering::SeqCst) {
+            return Some(Fault::AccessDenied);
+        }
+        Fault::from_u8(self.fault.load(Ordering::SeqCst))
+    }
+}
 
 /// Options for [`serve`]: where to store objects and which credentials to accept.
 #[derive(Debug, Clone)]
@@ -41,6 +135,22 @@ pub async fn serve(
     deny: Arc<AtomicBool>,
     stop: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let faults = FaultSwitch {
+        deny,
+        fault: Arc::default(),
+    };
+    serve_with_faults(listener, root, access_key, secret_key, faults, stop).await
+}
+
+/// [`serve`], answering every request with the switch's fault while one is set.
+async fn serve_with_faults(
+    listener: tokio::net::TcpListener,
+    root: &Path,
+    access_key: &str,
+    secret_key: &str,
+    faults: FaultSwitch,
+    stop: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
     let fs = s3s_fs::FileSystem::new(root).map_err(|e| std::io::Error::other(format!("{e:?}")))?;
     let service = {
         let mut builder = S3ServiceBuilder::new(fs);
@@ -59,16 +169,16 @@ pub async fn serve(
             () = stop.as_mut() => break,
         };
         let service = service.clone();
-        let deny = Arc::clone(&deny);
+        let faults = faults.clone();
         let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let service = service.clone();
-            let deny = Arc::clone(&deny);
+            let faults = faults.clone();
             async move {
-                if deny.load(Ordering::SeqCst) {
-                    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
-                    let mut response = http::Response::new(s3s::Body::from(body.to_string()));
-                    *response.status_mut() = http::StatusCode::FORBIDDEN;
-                    return Ok::<_, s3s::HttpError>(response);
+                if let Some(fault) = faults.current() {
+                    // Read the request body first, as S3 does before it answers an upload, so
+                    // the client sees the error answer rather than a connection cut mid-body.
+                    let _ = http_body_util::BodyExt::collect(req.into_body()).await;
+                    return Ok::<_, s3s::HttpError>(fault.response());
                 }
                 service.call(req.map(s3s::Body::from)).await
             }
@@ -94,7 +204,7 @@ pub struct S3Server {
     port: u16,
     dir: tempfile::TempDir,
     bucket: String,
-    deny: Arc<AtomicBool>,
+    faults: FaultSwitch,
     running: Option<Running>,
 }
 
@@ -113,7 +223,7 @@ impl S3Server {
             port: 0,
             dir,
             bucket: bucket.to_string(),
-            deny: Arc::new(AtomicBool::new(false)),
+            faults: FaultSwitch::default(),
             running: None,
         };
         server.restart();
@@ -155,7 +265,22 @@ impl S3Server {
 
     /// While set, every request is answered `403 AccessDenied` (a permanent failure).
     pub fn set_denying(&self, deny: bool) {
-        self.deny.store(deny, Ordering::SeqCst);
+        self.faults.deny.store(deny, Ordering::SeqCst);
+    }
+
+    /// From now on every request is answered with `fault` (see [`S3Server::clear_fault`]).
+    pub fn set_fault(&self, fault: Fault) {
+        self.faults.fault.store(fault as u8, Ordering::SeqCst);
+    }
+
+    /// Back to answering normally (unless [`S3Server::set_denying`] is on).
+    pub fn clear_fault(&self) {
+        self.faults.fault.store(0, Ordering::SeqCst);
+    }
+
+    /// The fault every request is answered with now, if any.
+    pub fn fault(&self) -> Option<Fault> {
+        self.faults.current()
     }
 
     /// Stops the server: the port refuses connections and open connections are cut.
@@ -176,7 +301,7 @@ impl S3Server {
             .unwrap_or_else(|e| panic!("s3 addr: {e}"))
             .port();
         let root = self.dir.path().to_path_buf();
-        let deny = Arc::clone(&self.deny);
+        let faults = self.faults.clone();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -187,7 +312,7 @@ impl S3Server {
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener)
                     .unwrap_or_else(|e| panic!("s3 listener: {e}"));
-                let _ = serve(listener, &root, ACCESS_KEY, SECRET_KEY, deny, async {
+                let _ = serve_with_faults(listener, &root, ACCESS_KEY, SECRET_KEY, faults, async {
                     let _ = stop_rx.await;
                 })
                 .await;

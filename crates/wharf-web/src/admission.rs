@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use wharf_queue::QueueStats;
+use wharf_queue::{QueueStats, Shard};
 
 /// How often the backlog is sampled.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
@@ -35,13 +35,14 @@ impl BacklogGauge {
         }
     }
 
-    /// Samples the backlog forever; spawn it once per process.
-    pub async fn run_sampler(self, mut conn: ConnectionManager) {
+    /// Samples the backlog of shards `0..shards` forever; spawn it once per process.
+    pub async fn run_sampler(self, mut conn: ConnectionManager, shards: u16) {
+        let shards: Vec<Shard> = Shard::all(shards).collect();
         let mut ticker = tokio::time::interval(SAMPLE_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            self.record(QueueStats::backlog(&mut conn).await.ok());
+            self.record(QueueStats::backlog(&mut conn, &shards).await.ok());
         }
     }
 }

@@ -1,9 +1,9 @@
 //! Mozilla's edge-server rules: which submission paths are valid, and which request metadata becomes attributes.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use http::{HeaderMap, Method, Uri, Version};
+use http::{HeaderMap, HeaderName, Method, Uri, Version};
 use wharf_queue::Route;
 
 /// The namespace whose URLs use the legacy telemetry dimension order.
@@ -93,19 +93,33 @@ fn is_dimension(value: &str) -> bool {
 }
 
 /// Request headers stored as attributes: (header name, attribute name).
-const HEADER_ATTRIBUTES: &[(&str, &str)] = &[
-    ("content-length", "content_length"),
-    ("date", "date"),
-    ("dnt", "dnt"),
-    ("host", "host"),
-    ("user-agent", "user_agent"),
-    ("x-forwarded-for", "x_forwarded_for"),
-    ("x-pingsender-version", "x_pingsender_version"),
-    ("x-debug-id", "x_debug_id"),
-    ("x-pipeline-proxy", "x_pipeline_proxy"),
-    ("x-telemetry-agent", "x_telemetry_agent"),
-    ("x-source-tags", "x_source_tags"),
-    ("x-lb-tags", "x_lb_tags"),
+/// Parsed once: looking a header up by `&str` parses the name on every request, which was about
+/// a tenth of the attribute-building cost.
+static HEADER_ATTRIBUTES: [(HeaderName, &str); 12] = [
+    (HeaderName::from_static("content-length"), "content_length"),
+    (HeaderName::from_static("date"), "date"),
+    (HeaderName::from_static("dnt"), "dnt"),
+    (HeaderName::from_static("host"), "host"),
+    (HeaderName::from_static("user-agent"), "user_agent"),
+    (
+        HeaderName::from_static("x-forwarded-for"),
+        "x_forwarded_for",
+    ),
+    (
+        HeaderName::from_static("x-pingsender-version"),
+        "x_pingsender_version",
+    ),
+    (HeaderName::from_static("x-debug-id"), "x_debug_id"),
+    (
+        HeaderName::from_static("x-pipeline-proxy"),
+        "x_pipeline_proxy",
+    ),
+    (
+        HeaderName::from_static("x-telemetry-agent"),
+        "x_telemetry_agent",
+    ),
+    (HeaderName::from_static("x-source-tags"), "x_source_tags"),
+    (HeaderName::from_static("x-lb-tags"), "x_lb_tags"),
 ];
 
 /// Attributes that identify the client and are dropped when `DROP_CLIENT_IP` is set.
@@ -122,40 +136,74 @@ pub struct RequestMeta<'a> {
 }
 
 /// The edge-spec message attributes of a request; absent headers are left out, never empty.
+///
+/// Built as a list and sorted once into the map, and the request's headers are walked once
+/// (rather than one lookup per known header): this runs for every submission.
 pub fn attributes(meta: &RequestMeta<'_>, drop_client_ip: bool) -> BTreeMap<String, String> {
-    let mut attrs = BTreeMap::new();
-    attrs.insert(
+    let mut attrs: Vec<(String, String)> = Vec::with_capacity(8 + HEADER_ATTRIBUTES.len());
+    attrs.push((
         "submission_timestamp".to_string(),
         // `YYYY-MM-DDTHH:MM:SS.ffffffZ`, without parsing a strftime pattern per request.
         meta.received_at
             .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-    );
-    attrs.insert("uri".to_string(), meta.uri.path().to_string());
-    attrs.insert("protocol".to_string(), protocol(meta.version).to_string());
-    attrs.insert("method".to_string(), meta.method.as_str().to_string());
+    ));
+    attrs.push(("uri".to_string(), meta.uri.path().to_string()));
+    attrs.push(("protocol".to_string(), protocol(meta.version).to_string()));
+    attrs.push(("method".to_string(), meta.method.as_str().to_string()));
     if let Some(query) = meta.uri.query().filter(|q| !q.is_empty()) {
-        attrs.insert("args".to_string(), query.to_string());
+        attrs.push(("args".to_string(), query.to_string()));
     }
-    if let Some(peer) = meta.peer {
-        attrs.insert("remote_addr".to_string(), peer.ip().to_string());
+    if let Some(peer) = meta.peer.filter(|_| !drop_client_ip) {
+        attrs.push(("remote_addr".to_string(), ip_text(peer.ip())));
     }
-    for (header, attribute) in HEADER_ATTRIBUTES {
-        let values: Vec<String> = meta
-            .headers
-            .get_all(*header)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .collect();
-        if !values.is_empty() {
-            attrs.insert((*attribute).to_string(), values.join(", "));
+    // Values of one header come one after another, so a repeated header is joined in place.
+    let mut last: Option<usize> = None;
+    for (name, value) in meta.headers {
+        let Some(known) = HEADER_ATTRIBUTES.iter().position(|(h, _)| h == name) else {
+            last = None;
+            continue;
+        };
+        let attribute = HEADER_ATTRIBUTES[known].1;
+        if drop_client_ip && CLIENT_IP_ATTRIBUTES.contains(&attribute) {
+            continue;
+        }
+        let text = String::from_utf8_lossy(value.as_bytes());
+        match last {
+            Some(at) if attrs[at].0 == attribute => {
+                attrs[at].1.push_str(", ");
+                attrs[at].1.push_str(&text);
+            }
+            _ => {
+                attrs.push((attribute.to_string(), text.into_owned()));
+                last = Some(attrs.len() - 1);
+            }
         }
     }
-    if drop_client_ip {
-        for attribute in CLIENT_IP_ATTRIBUTES {
-            attrs.remove(*attribute);
+    attrs.into_iter().collect()
+}
+
+/// An address as text: IPv4 (nearly every peer) without going through the formatter.
+fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut out = String::with_capacity(15);
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                let (h, t, o) = (octet / 100, octet / 10 % 10, octet % 10);
+                if h > 0 {
+                    out.push(char::from(b'0' + h));
+                }
+                if h > 0 || t > 0 {
+                    out.push(char::from(b'0' + t));
+                }
+                out.push(char::from(b'0' + o));
+            }
+            out
         }
+        IpAddr::V6(v6) => v6.to_string(),
     }
-    attrs
 }
 
 fn protocol(version: Version) -> &'static str {
@@ -171,6 +219,52 @@ fn protocol(version: Version) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_headers_are_joined_and_client_addresses_can_be_dropped() {
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        headers.append("user-agent", "ua".parse().unwrap());
+        headers.append("x-forwarded-for", "10.0.0.2".parse().unwrap());
+        headers.append("x-unknown", "ignored".parse().unwrap());
+        let uri: Uri = "/submit/a/b/1/x?q=1".parse().unwrap();
+        let meta = RequestMeta {
+            method: &Method::POST,
+            uri: &uri,
+            version: Version::HTTP_11,
+            headers: &headers,
+            peer: Some("192.0.2.7:5000".parse().unwrap()),
+            received_at: chrono::DateTime::from_timestamp(1_700_000_000, 123_456_000).unwrap(),
+        };
+        let kept = attributes(&meta, false);
+        assert_eq!(kept["x_forwarded_for"], "10.0.0.1, 10.0.0.2");
+        assert_eq!(kept["user_agent"], "ua");
+        assert_eq!(kept["remote_addr"], "192.0.2.7");
+        assert_eq!(kept["args"], "q=1");
+        assert_eq!(kept["submission_timestamp"], "2023-11-14T22:13:20.123456Z");
+        assert_eq!(kept.len(), 8, "{kept:?}");
+        let dropped = attributes(&meta, true);
+        assert!(!dropped.contains_key("x_forwarded_for"));
+        assert!(!dropped.contains_key("remote_addr"));
+        assert_eq!(dropped.len(), 6, "{dropped:?}");
+    }
+
+    #[test]
+    fn ipv4_text_matches_the_formatter() {
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.0.100.255",
+            "127.0.0.1",
+            "192.168.10.9",
+            "255.255.255.255",
+        ] {
+            let parsed: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(parsed), parsed.to_string());
+        }
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(ip_text(v6), "2001:db8::1");
+    }
 
     const ID: &str = "2c3a0767-d84a-4d02-8a92-fa54a3376049";
 

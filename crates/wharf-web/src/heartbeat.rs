@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use cadence::{CountedExt, StatsdClient};
 use redis::aio::ConnectionManager;
@@ -44,6 +44,8 @@ pub struct Thresholds {
     pub depth_warning: u64,
     pub max_depth: u64,
     pub redis_timeout: Duration,
+    /// `QUEUE_SHARDS`: the statistics cover these and every shard a web node registered.
+    pub shards: u16,
 }
 
 /// Runs the checks at most once per cache interval, however many requests arrive.
@@ -121,11 +123,12 @@ impl Heartbeat {
             return finish(checks, details);
         }
 
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or_default();
-        match tokio::time::timeout(timeout, QueueStats::fetch(&mut conn, now_ms)).await {
+        let configured = self.thresholds.shards;
+        let stats = async {
+            let shards = wharf_queue::streams::known_shards(&mut conn, configured).await?;
+            QueueStats::fetch(&mut conn, &shards).await
+        };
+        match tokio::time::timeout(timeout, stats).await {
             Ok(Ok(stats)) => {
                 let t = self.thresholds;
                 let depth_level = if stats.backlog >= t.depth_warning {
@@ -138,6 +141,7 @@ impl Heartbeat {
                     "queue_depth",
                     serde_json::json!({
                         "backlog": stats.backlog,
+                        "waiting": stats.waiting,
                         "inflight": stats.inflight,
                         "warning_at": t.depth_warning,
                         "refusing_at": t.max_depth,

@@ -71,9 +71,10 @@ impl WebApp {
 
         let conn = wharf_queue::connect(&settings.redis)?;
         let metrics = Arc::new(metrics);
+        let shards = settings.redis.queue_shards;
         let backlog = BacklogGauge::default();
-        tokio::spawn(backlog.clone().run_sampler(conn.clone()));
-        tokio::spawn(probe_redis_at_startup(conn.clone()));
+        tokio::spawn(backlog.clone().run_sampler(conn.clone(), shards));
+        tokio::spawn(probe_redis_at_startup(conn.clone(), shards));
 
         let heartbeat = Heartbeat::new(
             conn.clone(),
@@ -81,15 +82,16 @@ impl WebApp {
                 depth_warning: web.queue_depth_warning,
                 max_depth: web.max_queue_depth,
                 redis_timeout: settings.redis.timeout,
+                shards,
             },
             web.heartbeat_cache,
             Arc::clone(&metrics),
         );
         let state = Arc::new(WebState {
             settings: Arc::new(web.clone()),
-            // Group commit: concurrent submissions share one push script call (each still gets
-            // its 200 only after Redis acknowledged the push carrying it).
-            enqueuer: Enqueuer::new(conn).with_group_commit(GroupCommitLimits::default()),
+            // Group commit: concurrent submissions share one pipeline of XADDs (each still gets
+            // its 200 only after Redis answered the XADD carrying it).
+            enqueuer: Enqueuer::new(conn, shards).with_group_commit(GroupCommitLimits::default()),
             enqueue_timeout: settings.redis.timeout * 2,
             backlog,
             heartbeat: Arc::new(heartbeat),
@@ -194,15 +196,20 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Connects to Redis at start-up, retrying with backoff; the first failure is reported to Sentry.
+/// Once connected, registers the shards this node writes to, so workers read every one of them.
 ///
 /// The web role keeps serving meanwhile: `__lbheartbeat__` answers, `__heartbeat__` reports the
 /// Redis error, and submissions get 503 until Redis answers.
-async fn probe_redis_at_startup(mut conn: redis::aio::ConnectionManager) {
+async fn probe_redis_at_startup(mut conn: redis::aio::ConnectionManager, shards: u16) {
     let mut delay = Duration::from_millis(100);
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        match wharf_queue::connection::ping(&mut conn).await {
+        let probe = match wharf_queue::connection::ping(&mut conn).await {
+            Ok(()) => wharf_queue::streams::register_shards(&mut conn, shards).await,
+            Err(e) => Err(e),
+        };
+        match probe {
             Ok(()) => {
                 tracing::info!(type = "startup.redis", attempt, "connected to redis");
                 return;

@@ -98,17 +98,22 @@ async fn heartbeat_warns_on_dead_letters_and_deep_queue() {
     let app = spawn_app(&[("QUEUE_DEPTH_WARNING", "2")]).await;
     mark_worker_live(&app);
     let mut conn = app.redis.connection();
-    let _: () = redis::cmd("SADD")
-        .arg("wharf_submissions:dead")
-        .arg("job-1")
+    let _: String = redis::cmd("XADD")
+        .arg("wharf:{2}:dead")
+        .arg("*")
+        .arg("dead_reason")
+        .arg("test")
         .query(&mut conn)
         .unwrap();
-    let _: () = redis::cmd("RPUSH")
-        .arg("wharf_submissions:active")
-        .arg("a")
-        .arg("b")
-        .query(&mut conn)
-        .unwrap();
+    for shard in ["wharf:{0}:submissions", "wharf:{3}:submissions"] {
+        let _: String = redis::cmd("XADD")
+            .arg(shard)
+            .arg("*")
+            .arg("v")
+            .arg("2")
+            .query(&mut conn)
+            .unwrap();
+    }
     let (status, body) = heartbeat(&app).await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "warning");
@@ -116,6 +121,11 @@ async fn heartbeat_warns_on_dead_letters_and_deep_queue() {
     assert_eq!(body["details"]["dead_letters"]["dead"], 1);
     assert_eq!(body["checks"]["queue_depth"], "warning");
     assert_eq!(body["details"]["queue_depth"]["backlog"], 2);
+    assert_eq!(
+        body["details"]["queue_depth"]["waiting"], 2,
+        "no worker has read them yet"
+    );
+    assert_eq!(body["details"]["queue_depth"]["inflight"], 0);
 }
 
 fn command_calls(conn: &mut redis::Connection, command: &str) -> u64 {
@@ -162,9 +172,14 @@ async fn two_hundred_concurrent_heartbeats_run_the_checks_once() {
         "one PING for 200 concurrent heartbeats"
     );
     assert_eq!(
-        command_calls(&mut conn, "zcount"),
+        command_calls(&mut conn, "zrangebyscore"),
         1,
         "one live-worker count for 200 concurrent heartbeats"
+    );
+    assert_eq!(
+        command_calls(&mut conn, "smembers"),
+        1,
+        "one read of the shard registry for 200 concurrent heartbeats"
     );
 }
 

@@ -1,4 +1,4 @@
-//! Group commit: concurrent submissions share pushes, each is acknowledged only after Redis has its push, and a failed push fails all of its submissions.
+//! Group commit: concurrent submissions share XADD pipelines, each is acknowledged only after Redis has its entry, and a failed pipeline fails all of its submissions.
 
 mod common;
 
@@ -19,7 +19,7 @@ fn submission(i: usize) -> Submission {
             doc_id: format!("00000000-0000-4000-8000-{i:012}"),
         },
         BTreeMap::from([("uri".to_string(), format!("/submit/ns/t/1/{i}"))]),
-        format!("body {i}").as_bytes(),
+        bytes::Bytes::from(format!("body {i}")),
     )
 }
 
@@ -30,11 +30,10 @@ fn enqueuer(redis: &RedisServer, limits: GroupCommitLimits) -> Enqueuer {
         .set_response_timeout(Some(Duration::from_millis(2000)))
         .set_number_of_retries(1);
     let conn = redis::aio::ConnectionManager::new_lazy_with_config(client, config).unwrap();
-    Enqueuer::new(conn).with_group_commit(limits)
+    Enqueuer::new(conn, common::DEFAULT_SHARDS).with_group_commit(limits)
 }
 
-/// An enqueuer allowed one push in flight, with the push script already loaded, so that every
-/// later push is exactly one script call.
+/// An enqueuer allowed one pipeline in flight, already connected.
 async fn one_push_at_a_time(redis: &RedisServer) -> Enqueuer {
     let enq = enqueuer(
         redis,
@@ -43,7 +42,7 @@ async fn one_push_at_a_time(redis: &RedisServer) -> Enqueuer {
             ..GroupCommitLimits::default()
         },
     );
-    enq.enqueue_one(&submission(1000)).await.unwrap();
+    enq.enqueue_one(submission(1000)).await.unwrap();
     enq
 }
 
@@ -56,26 +55,10 @@ fn pause_redis(conn: &mut redis::Connection, ms: u64) {
         .unwrap();
 }
 
-/// Script invocations Redis has served since the last CONFIG RESETSTAT.
-fn script_calls(conn: &mut redis::Connection) -> u64 {
-    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
-    info.lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-        .filter_map(|l| {
-            l.split([':', ','])
-                .find_map(|kv| kv.strip_prefix("calls="))
-                .and_then(|n| n.parse::<u64>().ok())
-        })
-        .sum()
-}
-
 fn queued_doc_ids(conn: &mut redis::Connection) -> BTreeSet<String> {
-    let data: std::collections::HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
-        .arg("wharf_submissions:data")
-        .query(conn)
-        .unwrap();
-    data.values()
-        .map(|b| Submission::from_json(b).unwrap().route.doc_id)
+    common::queued_in(conn)
+        .into_iter()
+        .map(|s| s.route.doc_id)
         .collect()
 }
 
@@ -84,29 +67,27 @@ async fn submissions_waiting_behind_a_push_share_the_next_one() {
     let redis = RedisServer::start();
     let mut conn = redis.connection();
     let enq = one_push_at_a_time(&redis).await;
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query(&mut conn)
-        .unwrap();
+    let before = enq.pipelines_sent();
 
     // Hold Redis so the first push cannot finish while the other submissions arrive.
     pause_redis(&mut conn, 500);
     let handles: Vec<_> = (0..50)
         .map(|i| {
             let enq = enq.clone();
-            tokio::spawn(async move { enq.enqueue_one(&submission(i)).await })
+            tokio::spawn(async move { enq.enqueue_one(submission(i)).await })
         })
         .collect();
     let mut ids = BTreeSet::new();
     for h in handles {
-        ids.insert(h.await.unwrap().expect("every submission is acknowledged"));
+        let id = h.await.unwrap().expect("every submission is acknowledged");
+        ids.insert((id.shard, id.id));
     }
-    assert_eq!(ids.len(), 50, "every submission gets its own task id");
+    assert_eq!(ids.len(), 50, "every submission gets its own entry");
 
-    let calls = script_calls(&mut conn);
+    let pipelines = enq.pipelines_sent() - before;
     assert!(
-        calls < 50,
-        "50 concurrent submissions behind one in-flight push were grouped, got {calls} pushes"
+        pipelines < 50,
+        "50 concurrent submissions behind one in-flight pipeline were grouped, got {pipelines} pipelines"
     );
     let queued = queued_doc_ids(&mut conn);
     assert_eq!(queued.len(), 51);
@@ -123,20 +104,22 @@ async fn an_acknowledged_submission_is_already_in_redis() {
     let handles: Vec<_> = (0..200)
         .map(|i| {
             let enq = enq.clone();
-            tokio::spawn(async move { (i, enq.enqueue_one(&submission(i)).await) })
+            tokio::spawn(async move { (i, enq.enqueue_one(submission(i)).await) })
         })
         .collect();
     for h in handles {
         let (i, result) = h.await.unwrap();
-        // The task id the caller got is what the push stored the job under.
+        // The entry id the caller got is what the XADD stored the submission under.
         let id = result.unwrap();
-        let stored: bool = redis::cmd("HEXISTS")
-            .arg("wharf_submissions:data")
-            .arg(id.to_string())
+        let stored: Vec<redis::Value> = redis::cmd("XRANGE")
+            .arg(id.shard.stream())
+            .arg(&id.id)
+            .arg(&id.id)
             .query(&mut conn)
             .unwrap();
-        assert!(
-            stored,
+        assert_eq!(
+            stored.len(),
+            1,
             "submission {i} was acknowledged before Redis had it"
         );
     }
@@ -152,7 +135,7 @@ async fn a_failed_push_fails_every_submission_in_it() {
     let handles: Vec<_> = (0..20)
         .map(|i| {
             let enq = enq.clone();
-            tokio::spawn(async move { enq.enqueue_one(&submission(i)).await })
+            tokio::spawn(async move { enq.enqueue_one(submission(i)).await })
         })
         .collect();
     // Let every submission reach the committer, then take Redis away under the held push.
@@ -169,7 +152,7 @@ async fn a_failed_push_fails_every_submission_in_it() {
     redis.restart();
     let mut recovered = false;
     for _ in 0..50 {
-        if enq.enqueue_one(&submission(99)).await.is_ok() {
+        if enq.enqueue_one(submission(99)).await.is_ok() {
             recovered = true;
             break;
         }

@@ -45,7 +45,7 @@ async fn post_and_put_are_accepted_and_stored_with_exact_attributes() {
         let method = a["method"].clone();
         assert!(method == "POST" || method == "PUT");
         assert_eq!(
-            job.body().unwrap(),
+            job.body.to_vec(),
             format!("{{\"method\": \"{method}\"}}").into_bytes()
         );
         assert_eq!(job.route.namespace, "eng-workflow");
@@ -125,7 +125,7 @@ async fn gzip_and_binary_bodies_are_stored_unchanged() {
             .unwrap();
         assert_eq!(response.status(), 200);
     }
-    let mut stored: Vec<Vec<u8>> = app.queued().iter().map(|j| j.body().unwrap()).collect();
+    let mut stored: Vec<Vec<u8>> = app.queued().iter().map(|j| j.body.to_vec()).collect();
     stored.sort();
     let mut expected = vec![gzipped, binary, Vec::new()];
     expected.sort();

@@ -56,10 +56,10 @@ async fn main() {
         Err(e) => return eprintln!("{e}"),
     };
     let enqueuer = match wharf_queue::connect(&settings.redis) {
-        Ok(conn) => Enqueuer::new(conn),
+        Ok(conn) => Enqueuer::new(conn, settings.redis.queue_shards),
         Err(e) => return eprintln!("{e}"),
     };
-    let body = vec![b'x'; size];
+    let body = bytes::Bytes::from(vec![b'x'; size]);
     let mut batch = Vec::new();
     for n in 0..total {
         let mut attributes = BTreeMap::new();
@@ -72,7 +72,7 @@ async fn main() {
                 doc_id: n.to_string(),
             },
             attributes,
-            &body,
+            body.clone(),
         ));
         if batch.len() == 1000 || n + 1 == total {
             if let Err(e) = enqueuer.enqueue(&batch).await {
@@ -86,9 +86,17 @@ async fn main() {
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let metrics = cadence::StatsdClient::from_sink("wharf", cadence::NopMetricSink);
-    let worker = tokio::spawn(wharf_worker::run(settings, metrics, async move {
-        let _ = stop_rx.await;
-    }));
+    // Its own thread and runtime, as the binary's `block_on`: rustc cannot prove the worker's
+    // future `Send` for `tokio::spawn` (apalis's worker future and a higher-ranked lifetime).
+    let worker = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("worker runtime");
+        runtime.block_on(wharf_worker::run(settings, metrics, async move {
+            let _ = stop_rx.await;
+        }))
+    });
     let started = Instant::now();
     let mut seen = BTreeMap::new();
     loop {
@@ -110,5 +118,5 @@ async fn main() {
         seen.len()
     );
     let _ = stop_tx.send(());
-    let _ = worker.await;
+    let _ = tokio::task::spawn_blocking(move || worker.join()).await;
 }

@@ -1,35 +1,34 @@
-//! The batcher task: collects documents from the handlers, uploads closed batches to S3 with retry and backoff, then releases their handlers.
+//! The batcher task: collects documents from the handlers, uploads closed batches to S3 with retry and backoff, then acknowledges their entries.
+//!
+//! This is where a submission's path ends: `PutObject` succeeds, then the batch's entries are
+//! acknowledged and deleted in one round trip. A batch S3 keeps refusing (after
+//! `S3_REFUSAL_GRACE_MS` and `MAX_ATTEMPTS`) goes to dead letters instead.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cadence::prelude::*;
 use cadence::StatsdClient;
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
+use wharf_queue::{streams, Shard};
 
 use crate::backoff::Backoff;
-use crate::batch::{Batch, BatchKey, Batches, Entry, Limits};
+use crate::batch::{Batch, BatchKey, Batches, Entry, FlushReason, Limits};
+use crate::held::{self, Held};
 use crate::sink::{S3Failure, S3Sink};
 
 /// Uploads running at once; each holds at most one batch in memory.
 const MAX_CONCURRENT_UPLOADS: usize = 4;
-/// A permanent S3 refusal is retried this many times in place before the jobs are failed.
-const PERMANENT_TRIES: u32 = 3;
+/// How long a batch holding entries taken over from a dead worker stays open: long enough to
+/// gather the rest of the same claim, short enough that recovery does not wait a batch age.
+const TAKEN_OVER_BATCH_DELAY: Duration = Duration::from_millis(250);
 
-/// What a handler learns about its document.
-pub type Ack = oneshot::Sender<Result<(), UploadError>>;
-
-/// Why a document's batch could not be written.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum UploadError {
-    #[error("S3 refused the batch: {0}")]
-    Refused(String),
-    #[error("could not encode the batch: {0}")]
-    Encode(String),
-}
+/// The entry a batched document came from.
+pub type EntryRef = (Shard, String);
 
 /// The batcher is gone (the worker is stopping).
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -38,7 +37,8 @@ pub struct BatcherClosed;
 
 struct Doc {
     key: BatchKey,
-    entry: Entry<Ack>,
+    entry: Entry<EntryRef>,
+    taken_over: bool,
 }
 
 /// Where handlers send their documents.
@@ -48,57 +48,67 @@ pub struct BatcherHandle {
 }
 
 impl BatcherHandle {
-    /// Queues a document; the receiver answers once its batch is in S3 (or was refused).
+    /// Puts a document in its batch; returns once the batcher has it (not once it is in S3).
     pub async fn submit(
         &self,
         key: BatchKey,
-        task_id: String,
+        shard: Shard,
+        id: String,
         line: Vec<u8>,
         body_bytes: usize,
-    ) -> Result<oneshot::Receiver<Result<(), UploadError>>, BatcherClosed> {
-        let (ack, rx) = oneshot::channel();
+        taken_over: bool,
+    ) -> Result<(), BatcherClosed> {
         self.tx
             .send(Doc {
                 key,
+                taken_over,
                 entry: Entry {
-                    task_id,
+                    task_id: format!("{shard}/{id}"),
                     line,
                     body_bytes,
-                    ack,
+                    ack: (shard, id),
                 },
             })
             .await
-            .map_err(|_| BatcherClosed)?;
-        Ok(rx)
+            .map_err(|_| BatcherClosed)
     }
+}
+
+/// How uploads are retried, acknowledged and given up.
+#[derive(Clone)]
+pub struct Delivery {
+    pub sink: S3Sink,
+    /// Acknowledgements and dead letters (never the reading connection).
+    pub conn: ConnectionManager,
+    pub held: Held,
+    pub metrics: Arc<StatsdClient>,
+    pub max_attempts: u32,
+    pub refusal_grace: Duration,
 }
 
 /// Starts the batcher. Setting `drain` to true flushes every open batch and every later
 /// document at once (graceful shutdown); dropping every handle ends the task after its uploads.
 pub fn spawn(
     limits: Limits,
-    sink: S3Sink,
-    metrics: Arc<StatsdClient>,
+    delivery: Delivery,
+    capacity: usize,
     drain: watch::Receiver<bool>,
 ) -> (BatcherHandle, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = mpsc::channel(limits.capacity.max(1));
-    let task = tokio::spawn(run(rx, limits, sink, metrics, drain));
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let task = tokio::spawn(run(rx, limits, delivery, drain));
     (BatcherHandle { tx }, task)
 }
 
 async fn run(
     mut rx: mpsc::Receiver<Doc>,
     limits: Limits,
-    sink: S3Sink,
-    metrics: Arc<StatsdClient>,
+    delivery: Delivery,
     mut drain: watch::Receiver<bool>,
 ) {
-    let mut batches: Batches<Ack> = Batches::new(limits);
+    let mut batches: Batches<EntryRef> = Batches::new(limits);
     let uploader = Uploader {
-        sink,
-        metrics,
+        delivery,
         permits: Arc::new(Semaphore::new(MAX_CONCURRENT_UPLOADS)),
-        uploading: Arc::new(AtomicUsize::new(0)),
         failing: Arc::new(AtomicBool::new(false)),
     };
     let mut uploads = JoinSet::new();
@@ -109,9 +119,22 @@ async fn run(
         tokio::select! {
             doc = rx.recv() => match doc {
                 Some(doc) => {
-                    let uploading = uploader.uploading.load(Ordering::SeqCst);
-                    for batch in batches.add(doc.key, doc.entry, Instant::now(), uploading) {
+                    let now = Instant::now();
+                    let arrived = if doc.taken_over {
+                        let already = limits.max_age.saturating_sub(TAKEN_OVER_BATCH_DELAY);
+                        now.checked_sub(already).unwrap_or(now)
+                    } else {
+                        now
+                    };
+                    for batch in batches.add(doc.key, doc.entry, arrived) {
                         uploader.start(&mut uploads, batch);
+                    }
+                    // The reader fetches nothing more until something is released: without
+                    // this flush, a full budget would wait for the age limit.
+                    if uploader.delivery.held.is_full() {
+                        if let Some(batch) = batches.take_biggest(FlushReason::Held) {
+                            uploader.start(&mut uploads, batch);
+                        }
                     }
                 }
                 None => break,
@@ -146,117 +169,165 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 #[derive(Clone)]
 struct Uploader {
-    sink: S3Sink,
-    metrics: Arc<StatsdClient>,
+    delivery: Delivery,
     permits: Arc<Semaphore>,
-    /// Documents in batches being uploaded (they still occupy handler slots).
-    uploading: Arc<AtomicUsize>,
     /// Whether the last PutObject failed: one error event per outage, not per retry.
     failing: Arc<AtomicBool>,
 }
 
-struct Uploading {
-    counter: Arc<AtomicUsize>,
-    docs: usize,
-}
-
-impl Drop for Uploading {
-    fn drop(&mut self) {
-        self.counter.fetch_sub(self.docs, Ordering::SeqCst);
-    }
-}
-
 impl Uploader {
-    fn start(&self, uploads: &mut JoinSet<()>, batch: Batch<Ack>) {
-        let docs = batch.entries.len();
-        self.uploading.fetch_add(docs, Ordering::SeqCst);
-        let guard = Uploading {
-            counter: Arc::clone(&self.uploading),
-            docs,
-        };
+    fn start(&self, uploads: &mut JoinSet<()>, batch: Batch<EntryRef>) {
         let this = self.clone();
-        uploads.spawn(async move {
-            let _guard = guard;
-            this.upload(batch).await;
-        });
+        uploads.spawn(async move { this.upload(batch).await });
     }
 
-    async fn upload(&self, mut batch: Batch<Ack>) {
+    async fn upload(&self, mut batch: Batch<EntryRef>) {
         let Ok(_permit) = self.permits.acquire().await else {
             return;
         };
+        let d = &self.delivery;
         let id = batch.id();
-        let key = batch.key.object_key(self.sink.prefix(), &id);
+        let key = batch.key.object_key(d.sink.prefix(), &id);
+        let refs = held::by_shard(batch.entries.iter().map(|e| (e.ack.0, &e.ack.1)));
         let body = match batch.encode() {
             Ok(body) => Bytes::from(body),
             Err(e) => {
-                tracing::error!(object = %key, error = %e, "could not encode a batch");
-                return release(batch, Err(UploadError::Encode(e.to_string())));
+                return self
+                    .dead_letter(&refs, &format!("could not encode batch {key}: {e}"))
+                    .await;
             }
         };
         let docs = batch.entries.len();
         let namespace = batch.key.namespace.clone();
         let reason = batch.reason.as_str();
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        let mut refusals = 0;
+        let mut refused_since: Option<Instant> = None;
+        let mut counted_refusals = 0u32;
         loop {
             let started = Instant::now();
-            match self.sink.put(&key, body.clone()).await {
-                Ok(()) => {
-                    self.metrics
-                        .time_with_tags("s3.put.duration", started.elapsed())
-                        .with_tag("outcome", "ok")
-                        .send();
-                    self.metrics
-                        .histogram_with_tags("worker.batch.documents", docs as u64)
-                        .with_tag("namespace", &namespace)
-                        .with_tag("reason", reason)
-                        .send();
-                    self.metrics
-                        .histogram_with_tags("worker.batch.bytes", batch.body_bytes as u64)
-                        .with_tag("namespace", &namespace)
-                        .with_tag("reason", reason)
-                        .send();
-                    if self.failing.swap(false, Ordering::SeqCst) {
-                        tracing::info!(object = %key, "S3 PutObject succeeding again");
-                    }
-                    tracing::debug!(object = %key, documents = docs, reason, "batch written");
-                    return release(batch, Ok(()));
-                }
-                Err(failure) => {
-                    let kind = match failure {
-                        S3Failure::Transient(_) => "transient",
-                        S3Failure::Permanent(_) => "refused",
-                    };
-                    self.metrics
-                        .incr_with_tags("s3.put.errors")
-                        .with_tag("kind", kind)
-                        .send();
-                    if !self.failing.swap(true, Ordering::SeqCst) {
-                        tracing::error!(
-                            object = %key,
-                            kind,
-                            error = failure.message(),
-                            "S3 PutObject failed; retrying with backoff, the jobs stay unacknowledged in Redis"
+            let result = d.sink.put(&key, body.clone()).await;
+            d.metrics
+                .time_with_tags("s3.put.duration", started.elapsed())
+                .with_tag("outcome", if result.is_ok() { "ok" } else { "error" })
+                .send();
+            let failure = match result {
+                Ok(()) => break,
+                Err(failure) => failure,
+            };
+            d.metrics
+                .incr_with_tags("s3.put.errors")
+                .with_tag("kind", failure.kind())
+                .send();
+            if !self.failing.swap(true, Ordering::SeqCst) {
+                tracing::error!(
+                    type = "worker.s3",
+                    object = %key,
+                    kind = failure.kind(),
+                    error = failure.message(),
+                    "S3 PutObject failed; retrying with backoff, the entries stay unacknowledged in Redis"
+                );
+            } else {
+                tracing::debug!(type = "worker.s3", object = %key, kind = failure.kind(), error = failure.message(), "S3 PutObject failed again");
+            }
+            if let S3Failure::Refused(message) = &failure {
+                let since = *refused_since.get_or_insert(started);
+                if since.elapsed() >= d.refusal_grace {
+                    counted_refusals += 1;
+                    if counted_refusals >= d.max_attempts {
+                        let why = format!(
+                            "S3 refused the batch for {:?} and {counted_refusals} counted attempts: {message}",
+                            since.elapsed()
                         );
-                    } else {
-                        tracing::debug!(object = %key, kind, error = failure.message(), "S3 PutObject failed again");
+                        return self.dead_letter(&refs, &why).await;
                     }
-                    if let S3Failure::Permanent(message) = failure {
-                        refusals += 1;
-                        if refusals >= PERMANENT_TRIES {
-                            return release(batch, Err(UploadError::Refused(message)));
-                        }
+                }
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+        if self.failing.swap(false, Ordering::SeqCst) {
+            tracing::info!(type = "worker.s3", object = %key, "S3 PutObject succeeding again");
+        }
+        d.metrics
+            .histogram_with_tags("worker.batch.documents", docs as u64)
+            .with_tag("namespace", &namespace)
+            .with_tag("reason", reason)
+            .send();
+        d.metrics
+            .histogram_with_tags("worker.batch.bytes", batch.body_bytes as u64)
+            .with_tag("namespace", &namespace)
+            .with_tag("reason", reason)
+            .send();
+        tracing::debug!(type = "worker.batch", object = %key, documents = docs, reason, "batch written");
+        self.acknowledge(&refs, &key).await;
+    }
+
+    /// `XACK` + `XDEL` the batch's entries, retrying while Redis is away: the object is in S3,
+    /// so giving up here would only make another worker write the documents again.
+    async fn acknowledge(&self, refs: &[(Shard, Vec<String>)], key: &str) {
+        let d = &self.delivery;
+        let mut conn = d.conn.clone();
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+        let mut reported = false;
+        loop {
+            match streams::ack(&mut conn, refs).await {
+                Ok(acked) => {
+                    let documents: usize = refs.iter().map(|(_, ids)| ids.len()).sum();
+                    if (acked as usize) < documents {
+                        // Another worker took some over (this one was cut off from Redis for
+                        // longer than WORKER_CLAIM_IDLE_MS): those documents may land twice.
+                        tracing::warn!(type = "worker.ack", object = %key, documents, acked, "some entries were no longer this worker's; they may be written twice");
+                        d.metrics
+                            .count_with_tags(
+                                "worker.entries.lost_lease",
+                                (documents as u64 - acked) as i64,
+                            )
+                            .send();
+                    }
+                    d.metrics
+                        .count_with_tags("worker.entries.acked", acked as i64)
+                        .send();
+                    break;
+                }
+                Err(e) => {
+                    if !reported {
+                        tracing::error!(type = "worker.ack", object = %key, error = %e, "batch written but not yet acknowledged; retrying");
+                        reported = true;
                     }
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
             }
         }
+        for (shard, ids) in refs {
+            d.held.release(*shard, ids);
+        }
     }
-}
 
-fn release(batch: Batch<Ack>, outcome: Result<(), UploadError>) {
-    for entry in batch.entries {
-        let _ = entry.ack.send(outcome.clone());
+    async fn dead_letter(&self, refs: &[(Shard, Vec<String>)], reason: &str) {
+        let d = &self.delivery;
+        let mut conn = d.conn.clone();
+        let documents: usize = refs.iter().map(|(_, ids)| ids.len()).sum();
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+        for (shard, ids) in refs {
+            loop {
+                match streams::dead_letter(&mut conn, *shard, ids, reason).await {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(type = "worker.dead_letter", error = %e, "could not dead-letter a refused batch yet; retrying");
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                }
+            }
+            d.held.release(*shard, ids);
+        }
+        d.metrics
+            .count_with_tags("worker.entries.dead_lettered", documents as i64)
+            .with_tag("reason", "refused")
+            .send();
+        tracing::error!(
+            type = "worker.dead_letter",
+            documents,
+            reason,
+            "documents dead-lettered; fix the cause, then run `wharf redrive`"
+        );
     }
 }

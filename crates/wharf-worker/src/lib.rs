@@ -1,43 +1,41 @@
-//! Wharf's worker role: consumes submissions from Redis (apalis) and lands them in S3 as gzip NDJSON, at least once.
+//! Wharf's worker role: reads submissions from the shard streams and lands them in S3 as gzip NDJSON, at least once.
 //!
-//! The path is a straight line: apalis fetches jobs → [`handler::handle`] hands each one to the
-//! [`batcher`] and waits → the batcher groups them ([`batch`]) and uploads closed batches with
-//! retry and backoff ([`sink`]) → only then do the handlers return `Ok`, so apalis acknowledges
-//! them. A crash anywhere before that leaves the jobs in Redis for another worker.
+//! The path is a straight line: the [`reader`] takes entries from the streams (`XREADGROUP`, and
+//! `XAUTOCLAIM` of dead workers' entries) → apalis runs [`handler::handle`] on each
+//! ([`consumer`]) → the [`batcher`] groups them ([`batch`]) and uploads closed batches with retry
+//! and backoff ([`sink`]) → only after `PutObject` succeeds are the batch's entries acknowledged
+//! and deleted. A crash anywhere before that leaves them pending in Redis, and another worker
+//! takes them over once they have been idle for `WORKER_CLAIM_IDLE_MS` ([`held`]).
 
 pub mod backoff;
 pub mod batch;
 pub mod batcher;
 pub mod canary;
+pub mod consumer;
 pub mod handler;
+pub mod held;
 pub mod housekeeping;
 pub mod naming;
 pub mod objects;
-pub mod queue_ops;
+pub mod reader;
 pub mod sink;
 pub mod startup;
 pub mod stop;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use apalis::prelude::{BackendExt, Monitor, WorkerBuilder, WorkerBuilderExt};
-use apalis_redis::RedisStorage;
 use cadence::StatsdClient;
-use redis::aio::ConnectionManager;
-use wharf_queue::{apalis_config, QueueTuning};
+use tokio::sync::mpsc;
+use wharf_queue::{streams, Enqueuer};
 use wharf_settings::Settings;
 
-use crate::backoff::Backoff;
 use crate::batch::Limits;
-use crate::handler::HandlerContext;
+use crate::held::{Budget, Held};
+use crate::reader::Reader;
 use crate::sink::S3Sink;
 use crate::stop::Stop;
-
-/// apalis-redis dead-letters a failing job at its 25th attempt whatever it is told; settings
-/// validation refuses a larger `MAX_ATTEMPTS`.
-pub const APALIS_REDIS_MAX_ATTEMPTS: usize = wharf_settings::MAX_ATTEMPTS_LIMIT as usize;
 
 /// Errors that stop the worker role.
 #[derive(Debug, thiserror::Error)]
@@ -46,15 +44,13 @@ pub enum WorkerError {
     MissingS3Settings,
     #[error("queue: {0}")]
     Queue(#[from] wharf_queue::QueueError),
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
 }
 
 /// Runs the worker until `shutdown` resolves, then stops fetching, flushes every open batch,
-/// lets apalis acknowledge, and returns within `SHUTDOWN_GRACE_MS`.
+/// acknowledges what was written, and returns within `SHUTDOWN_GRACE_MS`.
 ///
 /// Dependencies that are missing at start-up (Redis, the bucket) are waited for with backoff,
-/// each reported once; losing Redis later restarts the consumer under a fresh name.
+/// each reported once; losing Redis later is retried by the reading loop without a restart.
 pub async fn run(
     settings: Settings,
     metrics: StatsdClient,
@@ -70,6 +66,7 @@ pub async fn run(
         () = &mut shutdown => {}
     }
     tracing::info!(
+        type = "worker.stop",
         grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
         "stop requested: no more fetching; flushing open batches"
     );
@@ -77,29 +74,17 @@ pub async fn run(
     match tokio::time::timeout(grace, body).await {
         Ok(result) => result,
         Err(_) => {
-            tracing::warn!("shutdown grace period over; unacknowledged jobs return to the queue after the orphan timeout");
+            tracing::warn!(type = "worker.stop", "shutdown grace period over; unacknowledged entries go to another worker after WORKER_CLAIM_IDLE_MS");
             Ok(())
         }
     }
 }
 
-/// Moves every dead-lettered job back to the queue with its attempts reset; returns how many.
+/// Moves every dead letter back to its shard stream; returns how many.
 pub async fn redrive(settings: &Settings) -> Result<u64, WorkerError> {
     let mut conn = wharf_queue::connect(&settings.redis)?;
-    Ok(queue_ops::redrive_all(&mut conn).await?)
-}
-
-/// The attempts after which a job is dead-lettered, capped at apalis-redis's own limit.
-pub fn effective_max_attempts(configured: u32) -> usize {
-    let configured = usize::try_from(configured).unwrap_or(usize::MAX).max(1);
-    if configured > APALIS_REDIS_MAX_ATTEMPTS {
-        tracing::warn!(
-            configured,
-            used = APALIS_REDIS_MAX_ATTEMPTS,
-            "MAX_ATTEMPTS above apalis-redis's hard-coded limit; using the limit"
-        );
-    }
-    configured.min(APALIS_REDIS_MAX_ATTEMPTS)
+    let shards = streams::known_shards(&mut conn, settings.redis.queue_shards).await?;
+    Ok(streams::redrive(&mut conn, &shards).await?)
 }
 
 async fn supervise(
@@ -118,173 +103,108 @@ async fn supervise(
         return Ok(());
     }
 
-    let grace = settings.shutdown_grace;
-    // Leave time after the drain to hand back what could not be flushed and to unregister.
-    let drain_budget = grace.saturating_sub((grace / 4).min(Duration::from_millis(1500)));
-    let process = naming::process_name();
-    let max_attempts = effective_max_attempts(ws.max_attempts);
-    let concurrency = ws.fetch_size.max(1);
+    let name = naming::process_name();
+    let shards = settings.redis.queue_shards;
     tracing::info!(
-        worker = %process,
+        type = "worker.start",
+        worker = %name,
         bucket = %ws.s3.bucket,
         prefix = %ws.s3.prefix,
-        fetch_size = concurrency,
-        max_attempts,
-        "worker started: consuming {}",
-        wharf_queue::QUEUE_NAME
+        shards,
+        fetch_size = ws.fetch_size,
+        max_held_documents = ws.max_held_documents,
+        claim_idle_ms = u64::try_from(ws.claim_idle.as_millis()).unwrap_or(u64::MAX),
+        "worker started: reading the shard streams as consumer {name}"
     );
-    if ws.batch_max_documents > concurrency {
-        tracing::info!(
-            batch_max_documents = ws.batch_max_documents,
-            fetch_size = concurrency,
-            "a batch never holds more documents than WORKER_FETCH_SIZE (the jobs a worker holds at once)"
-        );
-    }
 
+    let held = Held::new(Budget {
+        documents: ws.max_held_documents,
+        bytes: ws.max_held_bytes,
+    });
     let limits = Limits {
         max_documents: ws.batch_max_documents,
         max_bytes: ws.batch_max_bytes,
         max_age: ws.batch_max_age,
         max_open: ws.max_open_batches,
-        capacity: concurrency,
     };
-    let (batcher, batcher_task) =
-        batcher::spawn(limits, sink.clone(), Arc::clone(&metrics), stop.receiver());
+    let (batcher, batcher_task) = batcher::spawn(
+        limits,
+        batcher::Delivery {
+            sink: sink.clone(),
+            conn: conn.clone(),
+            held: held.clone(),
+            metrics: Arc::clone(&metrics),
+            max_attempts: ws.max_attempts,
+            refusal_grace: ws.refusal_grace,
+        },
+        ws.fetch_size,
+        stop.receiver(),
+    );
     let mut chores = tokio::task::JoinSet::new();
     chores.spawn(housekeeping::liveness_loop(
         conn.clone(),
-        process.clone(),
+        name.clone(),
         ws.liveness_ttl,
     ));
     chores.spawn(housekeeping::gauges_loop(
         conn.clone(),
         Arc::clone(&metrics),
-        ws.heartbeat,
+        shards,
+        Duration::from_secs(5),
     ));
-    chores.spawn(housekeeping::purge_loop(conn.clone(), ws.heartbeat));
-    chores.spawn(housekeeping::promote_loop(
+    chores.spawn(held::renew_loop(
         conn.clone(),
-        ws.poll_interval / 2,
+        held.clone(),
+        name.clone(),
+        ws.claim_idle,
     ));
 
-    let ctx = HandlerContext {
-        batcher,
+    let (deliveries_tx, deliveries) = mpsc::channel(ws.fetch_size.max(1));
+    let reader = Reader {
+        conn: wharf_queue::connection::connect_blocking(&settings.redis, ws.poll_interval)?,
+        ops: conn.clone(),
+        configured_shards: shards,
+        consumer: name.clone(),
+        fetch_size: ws.fetch_size,
+        block: ws.poll_interval,
+        claim_idle: ws.claim_idle,
+        held: held.clone(),
         metrics: Arc::clone(&metrics),
-        max_attempts,
     };
-    let consumer = Consumer {
-        conn: conn.clone(),
-        tuning: QueueTuning {
-            fetch_size: concurrency,
-            heartbeat: ws.heartbeat,
-            missed_heartbeats: ws.missed_heartbeats,
-        },
-        poll_interval: ws.poll_interval,
-        ctx,
-        drain_budget,
-    };
-
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    let mut names = Vec::new();
-    let mut reported = false;
-    for generation in 0.. {
-        let name = naming::generation_name(&process, generation);
-        names.push(name.clone());
-        let started = Instant::now();
-        // Before apalis's first fetch: its own promotion fails on a large due backlog.
-        let mut promote = conn.clone();
-        if let Err(e) = queue_ops::promote_due(&mut promote).await {
-            tracing::warn!(error = %e, "could not promote scheduled jobs before starting");
-        }
-        consumer.run(&name, &stop).await;
-        if stop.is_triggered() {
-            break;
-        }
-        // The consumer ended by itself: apalis marks its backend dead on a Redis error.
-        if !reported {
-            tracing::error!(worker = %name, "the apalis consumer stopped (Redis unavailable?); restarting it under a new name");
-            reported = true;
-        } else {
-            tracing::warn!(worker = %name, "the apalis consumer stopped again; restarting");
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            backoff.reset();
-            reported = false;
-        }
-        let mut release_conn = conn.clone();
-        if let Ok(n) = queue_ops::release_worker(&mut release_conn, &name).await {
-            if n > 0 {
-                tracing::info!(worker = %name, jobs = n, "returned the stopped consumer's jobs to the queue");
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(backoff.next_delay()) => {}
-            () = stop.wait() => break,
-        }
-        let mut probe = conn.clone();
-        if !startup::wait_for_dependencies(&mut probe, &settings.redis, &sink, &stop).await {
-            break;
-        }
+    let reading = tokio::spawn(reader.run(deliveries_tx, stop.clone()));
+    let enqueuer = Enqueuer::new(conn.clone(), shards);
+    if let Err(e) = consumer::run(
+        &name,
+        deliveries,
+        enqueuer,
+        batcher,
+        ws.fetch_size,
+        stop.clone(),
+    )
+    .await
+    {
+        tracing::error!(type = "worker.stop", error = %e, "the apalis worker stopped on an error");
     }
+    // Every handler has returned and the batcher handle is gone: the batcher flushes what it
+    // has, uploads and acknowledges, then ends.
+    let _ = reading.await;
+    let _ = batcher_task.await;
 
-    // Every handler has returned: the batcher ends once its last uploads are done.
-    drop(consumer);
-    let _ = tokio::time::timeout(Duration::from_millis(500), batcher_task).await;
+    // Entries delivered but never batched (in apalis's buffer at the stop) go back at once,
+    // rather than after the claim idle time.
     let mut cleanup = conn.clone();
-    for name in &names {
-        match queue_ops::release_worker(&mut cleanup, name).await {
-            Ok(n) if n > 0 => {
-                tracing::warn!(worker = %name, jobs = n, "returned unacknowledged jobs to the queue")
+    for (shard, ids) in held.snapshot() {
+        match streams::hand_back(&mut cleanup, shard, &name, &ids, ws.claim_idle).await {
+            Ok(()) => {
+                tracing::info!(type = "worker.stop", shard = shard.0, entries = ids.len(), "handed unwritten entries back to the queue")
             }
-            Ok(_) => {}
             Err(e) => {
-                tracing::warn!(worker = %name, error = %e, "could not unregister; its jobs return after the orphan timeout")
+                tracing::warn!(type = "worker.stop", error = %e, "could not hand entries back; another worker takes them after WORKER_CLAIM_IDLE_MS")
             }
         }
     }
-    let _ = wharf_queue::liveness::withdraw(&mut cleanup, &process).await;
+    let _ = wharf_queue::liveness::withdraw(&mut cleanup, &name).await;
     chores.abort_all();
-    tracing::info!(worker = %process, "worker stopped");
+    tracing::info!(type = "worker.stop", worker = %name, "worker stopped");
     Ok(())
-}
-
-/// Builds and runs one apalis consumer (one worker name) until it fails or the worker stops.
-struct Consumer {
-    conn: ConnectionManager,
-    tuning: QueueTuning,
-    poll_interval: Duration,
-    ctx: HandlerContext,
-    drain_budget: Duration,
-}
-
-impl Consumer {
-    async fn run(&self, name: &str, stop: &Stop) {
-        let conn = self.conn.clone();
-        let config = apalis_config(self.tuning);
-        let poll = self.poll_interval.max(Duration::from_millis(10));
-        let concurrency = self.tuning.fetch_size;
-        let ctx = self.ctx.clone();
-        let worker_name = name.to_string();
-        let monitor = Monitor::new()
-            .register(move |_restarts| {
-                let storage = RedisStorage::<serde_json::Value>::new(conn.clone())
-                    .with_config(config.clone())
-                    .poll_with_interval(poll);
-                WorkerBuilder::new(worker_name.clone())
-                    .backend(storage)
-                    .concurrency(concurrency)
-                    .data(ctx.clone())
-                    .build(handler::handle)
-            })
-            .shutdown_timeout(self.drain_budget);
-        let signal = stop.clone();
-        // With a shutdown timeout set, apalis's Monitor reports a failed worker as Ok: the
-        // caller tells the two apart by whether a stop was requested.
-        let _ = monitor
-            .run_with_signal(async move {
-                signal.wait().await;
-                Ok(())
-            })
-            .await;
-    }
 }

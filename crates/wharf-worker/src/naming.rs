@@ -1,4 +1,4 @@
-//! Worker names: unique per process (`{hostname}-{pid}-{random}`), so a restarted or replaced worker never collides with a dead one.
+//! Worker names: unique per process (`{hostname}-{pid}-{random}`): the consumer name in the group and the liveness record, so a restarted worker never takes a dead one's identity.
 
 /// The name of this process, used for the liveness record.
 pub fn process_name() -> String {
@@ -10,14 +10,6 @@ pub fn process_name() -> String {
 /// check` looks for it among the liveness records.
 pub fn process_prefix(pid: u32) -> String {
     format!("{}-{pid}-", hostname())
-}
-
-/// The apalis worker name for one (re)start of the consumer inside this process.
-///
-/// apalis-redis refuses to register a name seen within heartbeat x missed heartbeats, and a
-/// failed registration ends the worker with exit status 0; a fresh name per start avoids both.
-pub fn generation_name(process: &str, generation: usize) -> String {
-    format!("{process}-g{generation}")
 }
 
 fn hostname() -> String {
@@ -43,11 +35,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_are_unique_per_process_and_generation() {
+    fn names_are_unique_per_process() {
         let a = process_name();
         let b = process_name();
         assert_ne!(a, b);
         assert!(a.contains(&std::process::id().to_string()));
-        assert_ne!(generation_name(&a, 0), generation_name(&a, 1));
     }
 }

@@ -5,25 +5,61 @@ use std::time::Duration;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Region};
-use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use wharf_settings::S3Settings;
 
 /// How a failed S3 call should be treated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum S3Failure {
-    /// Network trouble, timeouts, 5xx, throttling: retry in place, the jobs stay unacknowledged.
+    /// Network trouble, timeouts, 5xx, throttling, clock skew, expired credentials: retried
+    /// forever with backoff; never counts toward `MAX_ATTEMPTS`.
     Transient(String),
-    /// The request itself is refused (403, 404, 400...): retrying in place will not help.
-    Permanent(String),
+    /// S3 refuses the request itself (AccessDenied, NoSuchBucket, an invalid request): counts
+    /// toward `MAX_ATTEMPTS` once it has lasted `S3_REFUSAL_GRACE_MS`.
+    Refused(String),
 }
 
 impl S3Failure {
     pub fn message(&self) -> &str {
         match self {
-            S3Failure::Transient(m) | S3Failure::Permanent(m) => m,
+            S3Failure::Transient(m) | S3Failure::Refused(m) => m,
         }
     }
+
+    /// The `kind` tag of `s3.put.errors`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            S3Failure::Transient(_) => "transient",
+            S3Failure::Refused(_) => "refused",
+        }
+    }
+}
+
+/// S3 error codes that say "try again later" whatever their HTTP status: a 400
+/// `RequestTimeout` or a 403 `RequestTimeTooSkewed` is no reason to give a document up.
+const TRANSIENT_CODES: &[&str] = &[
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "ExpiredToken",
+    "TokenRefreshRequired",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "InternalError",
+    "ServiceUnavailable",
+    "OperationAborted",
+    "IDPCommunicationError",
+];
+
+/// Whether an S3 error answer is transient: by its error code first, then by its status.
+pub fn is_transient(status: u16, code: Option<&str>) -> bool {
+    if code.is_some_and(|c| TRANSIENT_CODES.contains(&c)) {
+        return true;
+    }
+    status >= 500 || status == 408 || status == 429
 }
 
 /// Why the bucket check at start-up failed, worded for an operator.
@@ -154,17 +190,19 @@ impl S3Sink {
             Ok(_) => Ok(()),
             Err(SdkError::ServiceError(e)) => {
                 let status = e.raw().status().as_u16();
+                let code = e.err().code().map(str::to_string);
                 let message = format!(
-                    "PutObject {key}: HTTP {status}: {}",
+                    "PutObject {key}: HTTP {status} {}: {}",
+                    code.as_deref().unwrap_or("(no code)"),
                     DisplayErrorContext(e.err())
                 );
-                if status >= 500 || status == 408 || status == 429 {
+                if is_transient(status, code.as_deref()) {
                     Err(S3Failure::Transient(message))
                 } else {
-                    Err(S3Failure::Permanent(message))
+                    Err(S3Failure::Refused(message))
                 }
             }
-            Err(e @ SdkError::ConstructionFailure(_)) => Err(S3Failure::Permanent(format!(
+            Err(e @ SdkError::ConstructionFailure(_)) => Err(S3Failure::Refused(format!(
                 "PutObject {key}: {}",
                 DisplayErrorContext(&e)
             ))),
@@ -173,5 +211,24 @@ impl S3Sink {
                 DisplayErrorContext(&e)
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_by_code_before_status() {
+        assert!(is_transient(400, Some("RequestTimeout")));
+        assert!(is_transient(403, Some("RequestTimeTooSkewed")));
+        assert!(is_transient(400, Some("ExpiredToken")));
+        assert!(is_transient(503, Some("SlowDown")));
+        assert!(is_transient(503, None));
+        assert!(is_transient(429, None));
+        assert!(!is_transient(403, Some("AccessDenied")));
+        assert!(!is_transient(404, Some("NoSuchBucket")));
+        assert!(!is_transient(400, Some("InvalidRequest")));
+        assert!(!is_transient(400, None));
     }
 }

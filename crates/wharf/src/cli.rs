@@ -25,7 +25,7 @@ pub enum Command {
     Worker,
     /// Submit a unique document to the web role at --url and wait until it is in S3 (deploy smoke test); exit 0 or 1.
     Canary(CanaryArgs),
-    /// Move every dead-lettered job back to the queue, attempts reset (after fixing the cause).
+    /// Move every dead letter back to its shard stream as a new entry (after fixing the cause).
     Redrive,
     /// List the newest objects in S3 with their document counts; --decode prints the documents (run with the worker's S3 settings).
     Landed(LandedArgs),

@@ -58,8 +58,8 @@ fn main() -> ExitCode {
             "redrive",
             |settings, _metrics| async move {
                 let moved = wharf_worker::redrive(&settings).await?;
-                tracing::info!(type = "redrive", moved, "dead-lettered jobs moved back to the queue");
-                println!("{moved} dead-lettered job(s) moved back to the queue");
+                tracing::info!(type = "redrive", moved, "dead letters moved back to their shard streams");
+                println!("{moved} dead letter(s) moved back to their shard streams");
                 Ok(())
             },
         ),

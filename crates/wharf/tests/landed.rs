@@ -43,7 +43,7 @@ fn submission(namespace: &str, doc_type: &str, n: u32, body: &[u8]) -> Submissio
             doc_id,
         },
         attributes,
-        body,
+        body.to_vec().into(),
     )
 }
 

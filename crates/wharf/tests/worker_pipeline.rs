@@ -5,16 +5,16 @@ mod worker_support;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use wharf_queue::streams;
+use wharf_queue::Shard;
 use wharf_testkit::redis_server::RedisServer;
 use wharf_testkit::s3::S3Server;
 use wharf_testkit::statsd::StatsdListener;
 use worker_support::*;
 
-const LONG: Duration = Duration::from_secs(60);
-
 /// N submissions from the Enqueuer land in S3: bodies byte-identical, attributes intact, keys as
-/// documented; then Redis holds nothing for them (acknowledged jobs are purged) and a graceful
-/// stop unregisters the worker.
+/// documented; then Redis holds nothing for them (acknowledged entries are deleted from the
+/// shard streams, nothing pending, no dead letters) and a graceful stop withdraws the worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_to_end_every_document_lands_intact() {
     let redis = RedisServer::start();
@@ -47,16 +47,14 @@ async fn end_to_end_every_document_lands_intact() {
         "not every submission landed"
     );
 
+    assert_landed_exactly_once(&s3, &subs);
     let docs = landed(&s3);
-    assert_eq!(docs.len(), subs.len(), "no duplicates without failures");
     for sub in &subs {
         let uri = &sub.attributes["uri"];
         let doc = docs
             .iter()
             .find(|d| &d.attributes["uri"] == uri)
             .unwrap_or_else(|| panic!("{uri} missing"));
-        assert_eq!(doc.attributes, sub.attributes, "attributes of {uri}");
-        assert_eq!(doc.body, sub.body().unwrap(), "body of {uri}");
         let parts: Vec<&str> = doc.key.split('/').collect();
         assert_eq!(parts.len(), 7, "key layout: {}", doc.key);
         assert_eq!(parts[0], "landing");
@@ -77,25 +75,22 @@ async fn end_to_end_every_document_lands_intact() {
         "batches of at most 40 across two groups"
     );
 
-    // Acknowledged, then purged: Redis memory does not grow with the number of jobs processed.
+    // Acknowledged and deleted in the same round trip: Redis memory does not grow with the
+    // number of documents processed.
     assert!(
-        wharf_testkit::eventually(LONG, || {
-            let data: u64 = redis_query(&redis, &["HLEN", "wharf_submissions:data"]);
-            let done: u64 = redis_query(&redis, &["SCARD", "wharf_submissions:done"]);
-            let metas: Vec<String> = redis_query(&redis, &["KEYS", "wharf_submissions:meta:*"]);
-            let fl = inflight(&redis);
-            async move { data == 0 && done == 0 && metas.is_empty() && fl == 0 }
-        })
-        .await,
-        "job data/meta/done entries were not purged after acknowledgement"
+        wait_drained(&redis, LONG).await,
+        "entries not deleted after acknowledgement: backlog {}, in flight {}",
+        backlog(&redis),
+        inflight(&redis)
     );
+    assert_eq!(dead_count(&redis), 0, "no dead letters");
     assert!(
         wharf_testkit::eventually(Duration::from_secs(10), || {
-            let processed = statsd.named("wharf.worker.jobs.processed").len();
+            let acked = metric_sum(&statsd.named("wharf.worker.entries.acked"));
             let batches = statsd.named("wharf.worker.batch.documents").len();
             let puts = statsd.named("wharf.s3.put.duration").len();
             let live = statsd.named("wharf.workers.live").len();
-            async move { processed >= 150 && batches >= 4 && puts >= 4 && live >= 1 }
+            async move { acked >= 150 && batches >= 4 && puts >= 4 && live >= 1 }
         })
         .await,
         "metrics missing: {:?}",
@@ -103,14 +98,7 @@ async fn end_to_end_every_document_lands_intact() {
     );
 
     worker.stop().await.unwrap();
-    let workers: Vec<String> =
-        redis_query(&redis, &["ZRANGE", "wharf_submissions:workers", "0", "-1"]);
-    assert!(
-        workers.is_empty(),
-        "graceful stop unregisters the worker: {workers:?}"
-    );
-    let live: u64 = redis_query(&redis, &["ZCARD", "wharf:workers:live"]);
-    assert_eq!(live, 0, "liveness record withdrawn");
+    assert_eq!(live_workers(&redis), 0, "liveness record withdrawn");
 }
 
 /// Count limit: 30 documents with BATCH_MAX_DOCUMENTS=10 (age and bytes far away) make 3 objects of 10.
@@ -189,8 +177,8 @@ async fn flushes_by_age() {
     worker.stop().await.unwrap();
 }
 
-/// S3 outage: jobs stay unacknowledged while S3 is down; after it returns every document lands
-/// exactly once and no document is in two objects.
+/// S3 outage (the server gone, connections refused): entries stay pending while S3 is down;
+/// after it returns every document lands exactly once and no document is in two objects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_outage_loses_nothing_and_duplicates_nothing() {
     let redis = RedisServer::start();
@@ -204,13 +192,7 @@ async fn s3_outage_loses_nothing_and_duplicates_nothing() {
     let settings = settings(&vars);
     let worker = InProcessWorker::start(settings.clone(), udp_metrics(statsd.port()));
     // Wait for the worker to be up (it checks the bucket at start-up), then take S3 away.
-    assert!(
-        wharf_testkit::eventually(LONG, || {
-            let live: u64 = redis_query(&redis, &["ZCARD", "wharf:workers:live"]);
-            async move { live == 1 }
-        })
-        .await
-    );
+    assert!(wait_live(&redis, 1).await);
     s3.stop();
     let subs: Vec<_> = (0..45).map(|n| submission("ns", "t", "1", n, 50)).collect();
     enqueue(&settings, &subs).await;
@@ -221,10 +203,9 @@ async fn s3_outage_loses_nothing_and_duplicates_nothing() {
             async move { errors >= 3 && fl == 45 }
         })
         .await,
-        "the worker holds every job unacknowledged while S3 fails"
+        "the worker holds every entry unacknowledged while S3 fails"
     );
-    let done: u64 = redis_query(&redis, &["SCARD", "wharf_submissions:done"]);
-    assert_eq!(done, 0, "nothing acknowledged while S3 is down");
+    assert_eq!(backlog(&redis), 45, "nothing acknowledged while S3 is down");
     assert!(s3.keys().is_empty());
 
     s3.restart();
@@ -232,103 +213,95 @@ async fn s3_outage_loses_nothing_and_duplicates_nothing() {
         wait_landed(&s3, 45, LONG).await,
         "documents lost after the outage"
     );
-    let docs = landed(&s3);
-    assert_eq!(docs.len(), 45, "no document written twice");
-    assert!(by_uri(&docs).values().all(|&c| c == 1));
+    assert_landed_exactly_once(&s3, &subs);
+    assert!(wait_drained(&redis, LONG).await);
     worker.stop().await.unwrap();
 }
 
-/// A permanently failing job is dead-lettered after MAX_ATTEMPTS (counted), a malformed one at
-/// once; `redrive` puts them back and, once the cause is fixed, they land.
+/// Entries that cannot be decoded (a schema version this build does not know, attributes that
+/// are not a JSON object of strings) go to dead letters on first sight with their reason and
+/// every original field, and the good entry written after them lands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_letters_and_redrive() {
+async fn undecodable_entries_are_dead_lettered_at_once() {
     let redis = RedisServer::start();
     let s3 = S3Server::start(BUCKET);
-    let statsd = StatsdListener::start();
     let vars = worker_env(
         redis.port(),
         &s3,
-        &[
-            ("MAX_ATTEMPTS", "2"),
-            ("BATCH_MAX_AGE_MS", "200"),
-            ("BATCH_MAX_DOCUMENTS", "10"),
-        ],
+        &[("QUEUE_SHARDS", "1"), ("BATCH_MAX_AGE_MS", "200")],
     );
-    let settings = settings(&vars);
-    let worker = InProcessWorker::start(settings.clone(), udp_metrics(statsd.port()));
-    assert!(
-        wharf_testkit::eventually(LONG, || {
-            let live: u64 = redis_query(&redis, &["ZCARD", "wharf:workers:live"]);
-            async move { live == 1 }
-        })
-        .await
-    );
-    s3.set_denying(true);
-    let subs: Vec<_> = (0..3).map(|n| submission("ns", "t", "1", n, 20)).collect();
-    enqueue(&settings, &subs).await;
-    assert!(
-        wharf_testkit::eventually(LONG, || {
-            let dead: u64 = redis_query(&redis, &["SCARD", "wharf_submissions:dead"]);
-            async move { dead == 3 }
-        })
-        .await,
-        "jobs refused by S3 are dead-lettered after MAX_ATTEMPTS"
-    );
-    assert!(
-        wharf_testkit::eventually(Duration::from_secs(10), || {
-            let dead = statsd.named("wharf.worker.jobs.dead_lettered").len();
-            let retried = statsd.named("wharf.worker.jobs.retried").len();
-            async move { dead >= 3 && retried >= 3 }
-        })
-        .await
-    );
-    assert!(s3.keys().is_empty());
-
-    s3.set_denying(false);
-    let moved = wharf_worker::redrive(&settings).await.unwrap();
-    assert_eq!(moved, 3);
-    assert!(
-        wait_landed(&s3, 3, LONG).await,
-        "re-driven jobs land once the cause is fixed"
-    );
-    let dead: u64 = redis_query(&redis, &["SCARD", "wharf_submissions:dead"]);
-    assert_eq!(dead, 0);
-    worker.stop().await.unwrap();
-}
-
-/// A malformed job (valid JSON, data not base64) goes to the dead set on its first attempt.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_job_is_dead_lettered_at_once() {
-    let redis = RedisServer::start();
-    let s3 = S3Server::start(BUCKET);
-    let vars = worker_env(redis.port(), &s3, &[("MAX_ATTEMPTS", "10")]);
     let settings = settings(&vars);
     let worker = InProcessWorker::start(settings.clone(), nop_metrics());
-    let mut bad = submission("ns", "t", "1", 1, 10);
-    bad.data = "%%% not base64 %%%".into();
-    enqueue(&settings, &[bad]).await;
-    assert!(
-        wharf_testkit::eventually(LONG, || {
-            let dead: u64 = redis_query(&redis, &["SCARD", "wharf_submissions:dead"]);
-            async move { dead == 1 }
-        })
-        .await
-    );
-    let ids: Vec<String> = redis_query(&redis, &["SMEMBERS", "wharf_submissions:dead"]);
-    let attempts: String = redis_query(
+    assert!(wait_live(&redis, 1).await);
+
+    let stream = Shard(0).stream();
+    let good = [submission("ns", "t", "1", 7, 10)];
+    let future: String = redis_query(
         &redis,
         &[
-            "HGET",
-            &format!("wharf_submissions:meta:{}", ids[0]),
-            "attempts",
+            "XADD", &stream, "*", "v", "3", "r", "ns/t/1/x", "at", "{}", "body", "b",
         ],
     );
-    assert_eq!(attempts, "1");
+    let bad_attributes: String = redis_query(
+        &redis,
+        &[
+            "XADD", &stream, "*", "v", "2", "r", "ns/t/1/y", "at", "[1,2]", "body", "b",
+        ],
+    );
+    enqueue(&settings, &good).await;
+
+    assert!(
+        wharf_testkit::eventually(LONG, || {
+            let dead = dead_count(&redis);
+            async move { dead == 2 }
+        })
+        .await,
+        "undecodable entries not dead-lettered: {:?}",
+        dead_letters(&redis)
+    );
+    let dead = dead_letters(&redis);
+    let reasons: Vec<(Option<String>, Option<String>)> = dead
+        .iter()
+        .map(|d| (field(d, "dead_from"), field(d, "dead_reason")))
+        .collect();
+    assert_eq!(reasons[0].0.as_deref(), Some(future.as_str()));
+    assert!(
+        reasons[0]
+            .1
+            .as_deref()
+            .is_some_and(|r| r.contains("schema version `3`")),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons[1].0.as_deref(), Some(bad_attributes.as_str()));
+    assert!(
+        reasons[1]
+            .1
+            .as_deref()
+            .is_some_and(|r| r.contains("attributes")),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        field(&dead[0], "at").as_deref(),
+        Some("{}"),
+        "original fields kept"
+    );
+    assert_eq!(
+        field(&dead[1], "r").as_deref(),
+        Some("ns/t/1/y"),
+        "original fields kept"
+    );
+
+    assert!(
+        wait_landed(&s3, 1, LONG).await,
+        "the good entry behind them"
+    );
+    assert_landed_exactly_once(&s3, &good);
+    assert!(wait_drained(&redis, LONG).await, "nothing left pending");
     worker.stop().await.unwrap();
 }
 
-/// A backlog built up while no worker ran, larger than apalis-redis's fetch script can promote at
-/// once (its Lua `unpack` fails above about 8000 ids), is consumed completely.
+/// A backlog built up while no worker ran, far larger than one fetch and than the held budget,
+/// is consumed completely, over every shard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_backlog_queued_without_workers_is_consumed() {
     let redis = RedisServer::start();
@@ -350,19 +323,117 @@ async fn large_backlog_queued_without_workers_is_consumed() {
     for chunk in subs.chunks(1000) {
         enqueue(&settings, chunk).await;
     }
-    let scheduled: u64 = redis_query(&redis, &["ZCARD", "wharf_submissions:scheduled"]);
-    assert_eq!(scheduled, total as u64);
+    assert_eq!(backlog(&redis), total as u64);
+    assert_eq!(queue_stats(&settings).await.waiting, total as u64);
     let worker = InProcessWorker::start(settings.clone(), nop_metrics());
     assert!(
-        wharf_testkit::eventually(Duration::from_secs(180), || {
-            let active: u64 = redis_query(&redis, &["LLEN", "wharf_submissions:active"]);
-            let scheduled: u64 = redis_query(&redis, &["ZCARD", "wharf_submissions:scheduled"]);
-            let fl = inflight(&redis);
-            async move { active == 0 && scheduled == 0 && fl == 0 }
-        })
-        .await,
-        "backlog not consumed"
+        wait_drained(&redis, Duration::from_secs(180)).await,
+        "backlog not consumed: {} left, {} in flight",
+        backlog(&redis),
+        inflight(&redis)
     );
-    assert_eq!(by_uri(&landed(&s3)).len(), total);
+    assert_landed_exactly_once(&s3, &subs);
     worker.stop().await.unwrap();
+}
+
+/// `QueueStats::fetch` on states built by hand: before any worker (no group: everything waits),
+/// with entries delivered and pending, with dead letters and a live worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_stats_on_a_known_state() {
+    let redis = RedisServer::start();
+    let s3 = S3Server::start(BUCKET);
+    let vars = worker_env(redis.port(), &s3, &[("QUEUE_SHARDS", "4")]);
+    let settings = settings(&vars);
+    let empty = queue_stats(&settings).await;
+    assert_eq!(empty, wharf_queue::QueueStats::default(), "nothing at all");
+
+    let subs: Vec<_> = (0..20).map(|n| submission("ns", "t", "1", n, 10)).collect();
+    let ids = enqueue(&settings, &subs).await;
+    let per_shard = |shard: u16| ids.iter().filter(|e| e.shard == Shard(shard)).count() as u64;
+    assert!(
+        (0..4).all(|s| per_shard(s) > 0),
+        "20 documents over 4 shards: {ids:?}"
+    );
+    let stats = queue_stats(&settings).await;
+    assert_eq!(
+        (
+            stats.backlog,
+            stats.waiting,
+            stats.inflight,
+            stats.dead,
+            stats.live_workers
+        ),
+        (20, 20, 0, 0, 0),
+        "no group yet: everything waits"
+    );
+
+    // A consumer takes 3 entries of every shard: they are in flight, the rest waits.
+    let mut conn = wharf_queue::connect(&settings.redis).unwrap();
+    let shards: Vec<Shard> = Shard::all(4).collect();
+    streams::ensure_groups(&mut conn, &shards).await.unwrap();
+    let mut delivered = Vec::new();
+    for shard in &shards {
+        delivered.extend(
+            streams::read_new(
+                &mut conn,
+                std::slice::from_ref(shard),
+                "tester",
+                3,
+                Duration::from_millis(10),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    let taken = delivered.len() as u64;
+    assert_eq!(taken, (0..4).map(|s| per_shard(s).min(3)).sum::<u64>());
+    let stats = queue_stats(&settings).await;
+    assert_eq!(
+        (stats.backlog, stats.waiting, stats.inflight, stats.dead),
+        (20, 20 - taken, taken, 0)
+    );
+    assert_eq!(stats.inflight, inflight(&redis), "in flight = XPENDING");
+
+    // Two of them dead-lettered, one acknowledged: out of the streams and out of flight.
+    let first = &delivered[0];
+    let second = &delivered[1];
+    let third = &delivered[2];
+    streams::dead_letter(
+        &mut conn,
+        first.shard,
+        std::slice::from_ref(&first.id),
+        "test",
+    )
+    .await
+    .unwrap();
+    streams::dead_letter(
+        &mut conn,
+        second.shard,
+        std::slice::from_ref(&second.id),
+        "test",
+    )
+    .await
+    .unwrap();
+    streams::ack(&mut conn, &[(third.shard, vec![third.id.clone()])])
+        .await
+        .unwrap();
+    wharf_queue::liveness::publish(&mut conn, "tester", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let stats = queue_stats(&settings).await;
+    assert_eq!(
+        (
+            stats.backlog,
+            stats.waiting,
+            stats.inflight,
+            stats.dead,
+            stats.live_workers
+        ),
+        (17, 20 - taken, taken - 3, 2, 1)
+    );
+    assert_eq!(
+        (stats.backlog, stats.inflight, stats.dead),
+        (backlog(&redis), inflight(&redis), dead_count(&redis)),
+        "the figures are XLEN, XPENDING and the dead streams' XLEN"
+    );
 }

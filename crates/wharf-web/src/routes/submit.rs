@@ -83,12 +83,12 @@ async fn accept(
         },
         settings.drop_client_ip,
     );
-    let submission = Submission::new(route, attributes, &body);
+    let submission = Submission::new(route, attributes, body);
 
     let started = Instant::now();
     let enqueued = tokio::time::timeout(
         state.enqueue_timeout,
-        state.enqueuer.enqueue_one(&submission),
+        state.enqueuer.enqueue_one(submission),
     )
     .await;
     state

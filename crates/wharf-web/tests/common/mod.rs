@@ -38,16 +38,9 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Every job on the queue, decoded, in the order apalis-redis stored them.
+    /// Every submission in the shard streams, decoded, oldest first per shard.
     pub fn queued(&self) -> Vec<Submission> {
-        let mut conn = self.redis.connection();
-        let data: std::collections::HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
-            .arg("wharf_submissions:data")
-            .query(&mut conn)
-            .unwrap();
-        data.values()
-            .map(|bytes| Submission::from_json(bytes).unwrap())
-            .collect()
+        queued_in(&mut self.redis.connection())
     }
 
     /// Asks the server to stop, as SIGTERM would.
@@ -104,3 +97,17 @@ pub async fn spawn_app_with(redis: RedisServer, extra: &[(&str, &str)]) -> TestA
         server: Some(server),
     }
 }
+
+/// Every submission in the default number of shard streams; panics on an undecodable entry.
+pub fn queued_in(conn: &mut redis::Connection) -> Vec<Submission> {
+    wharf_queue::streams::queued_blocking(conn, DEFAULT_SHARDS)
+        .unwrap()
+        .into_iter()
+        .map(|(entry, decoded)| {
+            decoded.unwrap_or_else(|e| panic!("entry {} undecodable: {e}", entry.id))
+        })
+        .collect()
+}
+
+/// `QUEUE_SHARDS` when unset.
+pub const DEFAULT_SHARDS: u16 = 4;

@@ -1,4 +1,5 @@
-//! Shared helpers for the worker integration tests: real redis-server, real s3s-fs, submissions and S3 decoding.
+//! Shared helpers for the worker integration tests: real redis-server, real s3s-fs, submissions
+//! through the `Enqueuer`, the shard streams read back with plain Redis commands, and S3 decoding.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -8,12 +9,21 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use base64::Engine;
-use wharf_queue::{Enqueuer, Route, Submission};
+use redis::Value;
+use wharf_queue::streams::{self, RawEntry};
+use wharf_queue::{Enqueuer, EntryId, QueueStats, Route, Shard, Submission};
 use wharf_settings::{Role, Settings};
 use wharf_testkit::redis_server::RedisServer;
 use wharf_testkit::s3::S3Server;
 
 pub const BUCKET: &str = "wharf-test";
+
+/// Deadline for anything that should happen "soon" on a loaded 2-core host.
+pub const LONG: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------------
+// Settings and environments
+// ---------------------------------------------------------------------------------------------
 
 /// The AWS SDK reads credentials from the process environment; every test sets the same values.
 pub fn aws_env() {
@@ -32,16 +42,16 @@ pub fn aws_env() {
     });
 }
 
-/// Worker environment for a test: Redis and S3 from the test servers, fast timings, `extra` on top.
-pub fn worker_env(redis_port: u16, s3: &S3Server, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+/// Worker environment with every timing at its shipped default: Redis and S3 from the test
+/// servers, JSON logs, `extra` on top.
+pub fn shipped_env(
+    redis_port: u16,
+    s3: &S3Server,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     vars.insert("REDIS_HOST".into(), "127.0.0.1".into());
     vars.insert("REDIS_PORT".into(), redis_port.to_string());
-    vars.insert("WORKER_POLL_INTERVAL_MS".into(), "50".into());
-    vars.insert("WORKER_HEARTBEAT_MS".into(), "1000".into());
-    vars.insert("WORKER_MISSED_HEARTBEATS".into(), "3".into());
-    vars.insert("LIVENESS_TTL_MS".into(), "3000".into());
-    vars.insert("WORKER_FETCH_SIZE".into(), "100".into());
     vars.insert("LOG_FORMAT".into(), "json".into());
     for (k, v) in s3.env() {
         vars.insert(k, v);
@@ -52,10 +62,26 @@ pub fn worker_env(redis_port: u16, s3: &S3Server, extra: &[(&str, &str)]) -> Vec
     vars.into_iter().collect()
 }
 
+/// Worker environment for a test: [`shipped_env`] with fast polling and liveness, `extra` on top.
+pub fn worker_env(redis_port: u16, s3: &S3Server, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut fast = vec![
+        ("WORKER_POLL_INTERVAL_MS", "50"),
+        ("LIVENESS_TTL_MS", "3000"),
+        ("WORKER_FETCH_SIZE", "100"),
+    ];
+    fast.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+    fast.extend_from_slice(extra);
+    shipped_env(redis_port, s3, &fast)
+}
+
 pub fn settings(vars: &[(String, String)]) -> Settings {
     wharf_settings::from_vars(Role::Worker, vars.iter().cloned())
         .unwrap_or_else(|e| panic!("test settings: {e}"))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Submissions
+// ---------------------------------------------------------------------------------------------
 
 /// A submission whose `uri` attribute carries a unique document id, with an arbitrary binary body.
 pub fn submission(
@@ -65,7 +91,7 @@ pub fn submission(
     n: usize,
     size: usize,
 ) -> Submission {
-    let doc_id = format!("{:08x}-0000-4000-8000-{:012x}", n, n);
+    let doc_id = doc_id(n);
     let mut attributes = BTreeMap::new();
     attributes.insert(
         "uri".to_string(),
@@ -88,17 +114,37 @@ pub fn submission(
             doc_id,
         },
         attributes,
-        &body,
+        body.into(),
     )
 }
 
-pub async fn enqueue(settings: &Settings, subs: &[Submission]) {
+/// The docId of test document `n`: unique, and with varied hex digits as random UUIDs have
+/// (the shard hash only sees the low bits of each byte, so ids that differ in one repeated
+/// digit would all go to the same shard).
+pub fn doc_id(n: usize) -> String {
+    let mixed = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16;
+    format!("{:08x}-0000-4000-8000-{:012x}", n, mixed)
+}
+
+/// `count` submissions of `size` bytes, spread round-robin over `doc_types` in namespace `ns`.
+pub fn submissions(ns: &str, doc_types: &[&str], count: usize, size: usize) -> Vec<Submission> {
+    (0..count)
+        .map(|n| submission(ns, doc_types[n % doc_types.len()], "1", n, size))
+        .collect()
+}
+
+/// Enqueues through the web role's own `Enqueuer`, with the settings' `QUEUE_SHARDS`.
+pub async fn enqueue(settings: &Settings, subs: &[Submission]) -> Vec<EntryId> {
     let conn = wharf_queue::connect(&settings.redis).unwrap_or_else(|e| panic!("connect: {e}"));
-    Enqueuer::new(conn)
+    Enqueuer::new(conn, settings.redis.queue_shards)
         .enqueue(subs)
         .await
-        .unwrap_or_else(|e| panic!("enqueue: {e}"));
+        .unwrap_or_else(|e| panic!("enqueue: {e}"))
 }
+
+// ---------------------------------------------------------------------------------------------
+// What landed in S3
+// ---------------------------------------------------------------------------------------------
 
 /// One decoded NDJSON line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +206,14 @@ pub fn by_uri(docs: &[Landed]) -> HashMap<String, usize> {
     counts
 }
 
+/// The documents written more than once, with how often, sorted.
+pub fn duplicates(docs: &[Landed]) -> Vec<(String, usize)> {
+    let mut twice: Vec<(String, usize)> =
+        by_uri(docs).into_iter().filter(|(_, n)| *n > 1).collect();
+    twice.sort();
+    twice
+}
+
 pub async fn wait_landed(s3: &S3Server, n: usize, timeout: Duration) -> bool {
     wharf_testkit::eventually(timeout, || {
         let count = by_uri(&landed(s3)).len();
@@ -167,6 +221,35 @@ pub async fn wait_landed(s3: &S3Server, n: usize, timeout: Duration) -> bool {
     })
     .await
 }
+
+/// Every submission is in S3 exactly once, byte-identical with every attribute.
+pub fn assert_landed_exactly_once(s3: &S3Server, subs: &[Submission]) {
+    let docs = landed(s3);
+    let twice = duplicates(&docs);
+    assert!(
+        twice.is_empty(),
+        "{} documents written more than once, for example {:?}",
+        twice.len(),
+        &twice[..twice.len().min(5)]
+    );
+    assert_eq!(docs.len(), subs.len(), "documents in S3");
+    let by_uri: HashMap<&str, &Landed> = docs
+        .iter()
+        .map(|d| (d.attributes["uri"].as_str(), d))
+        .collect();
+    for sub in subs {
+        let uri = &sub.attributes["uri"];
+        let doc = by_uri
+            .get(uri.as_str())
+            .unwrap_or_else(|| panic!("{uri} not in S3"));
+        assert_eq!(doc.attributes, sub.attributes, "attributes of {uri}");
+        assert_eq!(doc.body, sub.body.as_ref(), "body of {uri}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shard streams, read with plain Redis commands
+// ---------------------------------------------------------------------------------------------
 
 pub fn redis_query<T: redis::FromRedisValue>(redis: &RedisServer, cmd: &[&str]) -> T {
     let mut conn = redis.connection();
@@ -178,49 +261,174 @@ pub fn redis_query<T: redis::FromRedisValue>(redis: &RedisServer, cmd: &[&str]) 
         .unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
 }
 
-/// In-flight jobs (fetched by a worker, not acknowledged).
-pub fn inflight(redis: &RedisServer) -> u64 {
-    let workers: Vec<String> =
-        redis_query(redis, &["ZRANGE", "wharf_submissions:workers", "0", "-1"]);
-    workers
+/// The shard numbers that have a key `wharf:{<n>}:<suffix>` (`submissions` or `dead`), sorted.
+pub fn shards_with(redis: &RedisServer, suffix: &str) -> Vec<Shard> {
+    let keys: Vec<String> = redis_query(redis, &["KEYS", &format!("wharf:{{*}}:{suffix}")]);
+    let mut shards: Vec<Shard> = keys
         .iter()
-        .map(|w| {
-            redis_query::<u64>(
-                redis,
-                &["SCARD", &format!("wharf_submissions:inflight:{w}")],
-            )
+        .filter_map(|k| {
+            k.strip_prefix("wharf:{")?
+                .strip_suffix(&format!("}}:{suffix}"))?
+                .parse()
+                .ok()
+        })
+        .map(Shard)
+        .collect();
+    shards.sort();
+    shards
+}
+
+/// Entries not yet written to S3: the shard streams' total `XLEN`.
+pub fn backlog(redis: &RedisServer) -> u64 {
+    shards_with(redis, "submissions")
+        .iter()
+        .map(|s| redis_query::<u64>(redis, &["XLEN", &s.stream()]))
+        .sum()
+}
+
+/// In-flight entries: delivered to a worker, not acknowledged (`XPENDING` of the group, summed).
+pub fn inflight(redis: &RedisServer) -> u64 {
+    let mut conn = redis.connection();
+    shards_with(redis, "submissions")
+        .iter()
+        .map(|s| {
+            let summary: Result<Value, _> = redis::cmd("XPENDING")
+                .arg(s.stream())
+                .arg(wharf_queue::GROUP)
+                .query(&mut conn);
+            match summary {
+                Ok(Value::Array(parts)) => match parts.first() {
+                    Some(Value::Int(n)) => *n as u64,
+                    _ => 0,
+                },
+                // No group yet: no worker has read this shard.
+                Err(e) if e.code() == Some("NOGROUP") => 0,
+                other => panic!("XPENDING {}: {other:?}", s.stream()),
+            }
         })
         .sum()
 }
 
-/// An in-process worker (`wharf_worker::run`) stopped by [`InProcessWorker::stop`].
-pub struct InProcessWorker {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), wharf_worker::WorkerError>>,
-}
-
-impl InProcessWorker {
-    pub fn start(settings: Settings, metrics: cadence::StatsdClient) -> Self {
-        aws_env();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(wharf_worker::run(settings, metrics, async move {
-            let _ = rx.await;
-        }));
-        Self {
-            stop: Some(tx),
-            task,
+/// Pending entries per consumer (worker name), summed over shards.
+pub fn pending_by_consumer(redis: &RedisServer) -> BTreeMap<String, u64> {
+    let mut conn = redis.connection();
+    let mut out = BTreeMap::new();
+    for shard in shards_with(redis, "submissions") {
+        let summary: Result<Value, _> = redis::cmd("XPENDING")
+            .arg(shard.stream())
+            .arg(wharf_queue::GROUP)
+            .query(&mut conn);
+        let Ok(Value::Array(parts)) = summary else {
+            continue;
+        };
+        let Some(Value::Array(consumers)) = parts.get(3) else {
+            continue;
+        };
+        for consumer in consumers {
+            let pair: (String, u64) = redis::from_redis_value(consumer.clone())
+                .unwrap_or_else(|e| panic!("XPENDING consumer {consumer:?}: {e}"));
+            *out.entry(pair.0).or_insert(0) += pair.1;
         }
     }
+    out
+}
 
-    pub async fn stop(mut self) -> Result<(), wharf_worker::WorkerError> {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        self.task
-            .await
-            .unwrap_or_else(|e| panic!("worker task: {e}"))
+/// Every dead letter, shard by shard, oldest first.
+pub fn dead_letters(redis: &RedisServer) -> Vec<RawEntry> {
+    let mut conn = redis.connection();
+    shards_with(redis, "dead")
+        .into_iter()
+        .flat_map(|shard| {
+            let reply: Value = redis::cmd("XRANGE")
+                .arg(shard.dead())
+                .arg("-")
+                .arg("+")
+                .query(&mut conn)
+                .unwrap_or_else(|e| panic!("XRANGE {}: {e}", shard.dead()));
+            streams::entries_of(shard, reply)
+        })
+        .collect()
+}
+
+/// How many dead letters there are (`XLEN` of every dead-letter stream).
+pub fn dead_count(redis: &RedisServer) -> u64 {
+    shards_with(redis, "dead")
+        .iter()
+        .map(|s| redis_query::<u64>(redis, &["XLEN", &s.dead()]))
+        .sum()
+}
+
+/// The value of field `name` of an entry, as text (lossy).
+pub fn field(entry: &RawEntry, name: &str) -> Option<String> {
+    entry
+        .fields
+        .as_ref()?
+        .iter()
+        .find(|(k, _)| k == name.as_bytes())
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+}
+
+/// `entries-added` of `XINFO STREAM` for one shard: every entry ever written to it.
+pub fn entries_added(redis: &RedisServer, shard: Shard) -> u64 {
+    let info: HashMap<String, Value> = redis_query(redis, &["XINFO", "STREAM", &shard.stream()]);
+    match info.get("entries-added") {
+        Some(Value::Int(n)) => *n as u64,
+        other => panic!("entries-added of {}: {other:?}", shard.stream()),
     }
 }
+
+/// Workers whose liveness record is in `wharf:workers:live`.
+pub fn live_workers(redis: &RedisServer) -> u64 {
+    redis_query(redis, &["ZCARD", "wharf:workers:live"])
+}
+
+/// Waits until at least `n` workers are live.
+pub async fn wait_live(redis: &RedisServer, n: u64) -> bool {
+    wharf_testkit::eventually(LONG, || {
+        let live = live_workers(redis);
+        async move { live >= n }
+    })
+    .await
+}
+
+/// `QueueStats::fetch` over every known shard, as `__heartbeat__` and the gauges see it.
+pub async fn queue_stats(settings: &Settings) -> QueueStats {
+    let mut conn = wharf_queue::connect(&settings.redis).unwrap_or_else(|e| panic!("connect: {e}"));
+    let shards = streams::known_shards(&mut conn, settings.redis.queue_shards)
+        .await
+        .unwrap_or_else(|e| panic!("known shards: {e}"));
+    QueueStats::fetch(&mut conn, &shards)
+        .await
+        .unwrap_or_else(|e| panic!("queue stats: {e}"))
+}
+
+/// Waits until the queue is empty: nothing in the streams, nothing pending.
+pub async fn wait_drained(redis: &RedisServer, timeout: Duration) -> bool {
+    wharf_testkit::eventually(timeout, || {
+        let empty = backlog(redis) == 0 && inflight(redis) == 0;
+        async move { empty }
+    })
+    .await
+}
+
+/// Polls `check` until `until`, failing the test the first time it does not hold.
+pub async fn assert_throughout(
+    until: std::time::Instant,
+    what: &str,
+    mut check: impl FnMut() -> bool,
+) {
+    loop {
+        assert!(check(), "{what}");
+        if std::time::Instant::now() >= until {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics
+// ---------------------------------------------------------------------------------------------
 
 pub fn nop_metrics() -> cadence::StatsdClient {
     cadence::StatsdClient::from_sink("wharf", cadence::NopMetricSink)
@@ -233,7 +441,86 @@ pub fn udp_metrics(port: u16) -> cadence::StatsdClient {
     cadence::StatsdClient::from_sink("wharf", sink)
 }
 
-/// The real `wharf worker` process with its output collected.
+/// The sum of the values of StatsD lines `name:<value>|...` (counters with their counts).
+pub fn metric_sum(lines: &[String]) -> i64 {
+    lines
+        .iter()
+        .filter_map(|l| l.split(':').nth(1)?.split('|').next()?.parse::<i64>().ok())
+        .sum()
+}
+
+/// Lines that carry the tag `tag` (`key:value`).
+pub fn tagged<'a>(lines: &'a [String], tag: &str) -> Vec<&'a String> {
+    lines
+        .iter()
+        .filter(|l| {
+            l.split("|#")
+                .nth(1)
+                .is_some_and(|tags| tags.split(',').any(|t| t == tag))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workers and other wharf processes
+// ---------------------------------------------------------------------------------------------
+
+/// An in-process worker (`wharf_worker::run`) stopped by [`InProcessWorker::stop`].
+///
+/// It runs on its own thread and runtime, as in the binary: rustc cannot prove the worker's
+/// future `Send` for `tokio::spawn` (a higher-ranked lifetime limitation), and `block_on` needs
+/// no such proof.
+pub struct InProcessWorker {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), wharf_worker::WorkerError>>>,
+}
+
+impl InProcessWorker {
+    pub fn start(settings: Settings, metrics: cadence::StatsdClient) -> Self {
+        aws_env();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| panic!("worker runtime: {e}"))
+                .block_on(wharf_worker::run(settings, metrics, async move {
+                    let _ = rx.await;
+                }))
+        });
+        Self {
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Asks the worker to stop (as SIGTERM does) and waits for it.
+    pub async fn stop(mut self) -> Result<(), wharf_worker::WorkerError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let thread = self
+            .thread
+            .take()
+            .unwrap_or_else(|| panic!("stopped twice"));
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .unwrap_or_else(|e| panic!("join: {e}"))
+            .unwrap_or_else(|_| panic!("the worker thread panicked"))
+    }
+}
+
+impl Drop for InProcessWorker {
+    /// A test that failed half-way still stops its worker (the thread ends with the process).
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A real `wharf` process (`worker`, `web`) with its output collected.
 pub struct WorkerProcess {
     pub child: Child,
     pub output: Arc<Mutex<Vec<String>>>,
@@ -249,7 +536,7 @@ impl WorkerProcess {
     pub fn spawn_role(role: &str, vars: &[(String, String)]) -> Self {
         let mut child = wharf_command(&[role], vars)
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn wharf worker: {e}"));
+            .unwrap_or_else(|e| panic!("spawn wharf {role}: {e}"));
         let output = Arc::new(Mutex::new(Vec::new()));
         for stream in [
             child
@@ -284,6 +571,15 @@ impl WorkerProcess {
         self.output.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// Output lines containing `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.output().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_none()
+    }
+
     pub fn signal(&self, sig: &str) {
         let status = Command::new("kill")
             .arg(format!("-{sig}"))
@@ -306,6 +602,15 @@ impl WorkerProcess {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+
+    /// SIGTERM, then asserts a clean exit (status 0) within `timeout`.
+    pub fn terminate(&mut self, timeout: Duration) {
+        self.signal("TERM");
+        let status = self
+            .wait_exit(timeout)
+            .unwrap_or_else(|| panic!("{} still running after SIGTERM", self.name));
+        assert!(status.success(), "{} exited {status:?}", self.name);
+    }
 }
 
 impl Drop for WorkerProcess {
@@ -313,6 +618,73 @@ impl Drop for WorkerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `wharf ARGS` with exactly `vars` (plus PATH) in its environment, piped output, and the AWS SDK
+/// kept off the host's credentials, profile files and instance metadata.
+pub fn wharf_command(args: &[&str], vars: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent/wharf-test")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/wharf-test")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs `wharf ARGS` to completion off the async runtime: (success, stdout + stderr).
+pub async fn run_wharf(args: &[&str], vars: &[(String, String)]) -> (bool, String) {
+    let mut cmd = wharf_command(args, vars);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap_or_else(|e| panic!("join: {e}"))
+        .unwrap_or_else(|e| panic!("run wharf: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Environment of `wharf web` on `port` against `redis_port`, `extra` on top.
+pub fn web_env(redis_port: u16, port: u16, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut vars = vec![
+        ("REDIS_HOST".into(), "127.0.0.1".into()),
+        ("REDIS_PORT".into(), redis_port.to_string()),
+        ("HOST".into(), "127.0.0.1".into()),
+        ("PORT".into(), port.to_string()),
+        ("VERSION_FILE".into(), "/nonexistent/version.json".into()),
+    ];
+    vars.extend(extra.iter().map(|(k, v)| ((*k).into(), (*v).into())));
+    vars
+}
+
+/// Starts `wharf web` on a free port against `redis_port` and waits until it answers.
+pub async fn start_web(redis_port: u16, extra: &[(&str, &str)]) -> (WorkerProcess, u16) {
+    let port = wharf_testkit::ports::free_port();
+    let mut web = WorkerProcess::spawn_role("web", &web_env(redis_port, port, extra));
+    web.name = "web";
+    let client = reqwest::Client::new();
+    let up = wharf_testkit::eventually(LONG, || {
+        let client = client.clone();
+        async move {
+            client
+                .get(format!("http://127.0.0.1:{port}/__lbheartbeat__"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await;
+    assert!(up, "web never answered: {:?}", web.output());
+    (web, port)
 }
 
 /// The messages of the error-level events (not breadcrumbs, sessions or client reports) in the
@@ -347,22 +719,4 @@ pub fn sentry_errors(envelopes: &[String]) -> Vec<String> {
         }
     }
     out
-}
-
-/// `wharf ARGS` with exactly `vars` (plus PATH) in its environment, piped output, and the AWS SDK
-/// kept off the host's credentials, profile files and instance metadata.
-pub fn wharf_command(args: &[&str], vars: &[(String, String)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/nonexistent/wharf-test")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/wharf-test")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in vars {
-        cmd.env(k, v);
-    }
-    cmd
 }
