@@ -3,14 +3,13 @@
 //! This module is pure bookkeeping (no I/O), so its flushing rules are unit-tested directly; the
 //! [`crate::batcher`] task drives it and uploads what it hands out.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 /// The group a submission lands in: one S3 prefix per group.
@@ -40,13 +39,6 @@ impl BatchKey {
             self.namespace, self.doc_type, self.doc_version, self.hour
         )
     }
-}
-
-/// One NDJSON line: the edge-spec attributes and the body, base64, exactly as received.
-#[derive(Serialize)]
-pub struct Line<'a> {
-    pub attributes: &'a BTreeMap<String, String>,
-    pub data: &'a str,
 }
 
 /// Limits that close a batch.

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
-use base64::Engine;
 use wharf_queue::{Route, Submission};
 use wharf_testkit::redis_server::RedisServer;
 use wharf_testkit::s3::S3Server;
@@ -133,11 +132,10 @@ async fn landed_lists_the_newest_objects_and_decodes_their_documents() {
     let manual_key = format!("{PREFIX}other/manual/1/2026-01-02/03/manual.ndjson.gz");
     let mut attributes = BTreeMap::new();
     attributes.insert("uri".to_string(), "/submit/other/manual/1/x".to_string());
-    let data = base64::engine::general_purpose::STANDARD.encode("manual body");
-    let line = serde_json::to_string(&wharf_worker::batch::Line {
-        attributes: &attributes,
-        data: &data,
-    })
+    let line = String::from_utf8(
+        wharf_worker::handler::ndjson_line(&attributes, b"manual body")
+            .unwrap_or_else(|e| panic!("line: {e}")),
+    )
     .unwrap_or_else(|e| panic!("line: {e}"));
     aws_env();
     let sink_settings = settings(&vars);
