@@ -11,13 +11,7 @@ use crate::QueueError;
 /// connection, and every command fails within the configured timeout while Redis is away, so
 /// callers can answer 503 instead of hanging.
 pub fn connect(settings: &RedisSettings) -> Result<ConnectionManager, QueueError> {
-    let client = redis::Client::open(settings.url())?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(settings.timeout))
-        .set_response_timeout(Some(settings.timeout))
-        .set_number_of_retries(1)
-        .set_max_delay(settings.timeout);
-    Ok(ConnectionManager::new_lazy_with_config(client, config)?)
+    manager(settings, settings.timeout)
 }
 
 /// One PING, bounded by the connection's timeouts.
@@ -32,10 +26,17 @@ pub fn connect_blocking(
     settings: &RedisSettings,
     block: std::time::Duration,
 ) -> Result<ConnectionManager, QueueError> {
+    manager(settings, block + settings.timeout)
+}
+
+fn manager(
+    settings: &RedisSettings,
+    response_timeout: std::time::Duration,
+) -> Result<ConnectionManager, QueueError> {
     let client = redis::Client::open(settings.url())?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(settings.timeout))
-        .set_response_timeout(Some(block + settings.timeout))
+        .set_response_timeout(Some(response_timeout))
         .set_number_of_retries(1)
         .set_max_delay(settings.timeout);
     Ok(ConnectionManager::new_lazy_with_config(client, config)?)

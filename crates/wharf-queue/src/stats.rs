@@ -39,6 +39,16 @@ impl QueueStats {
         Ok(lengths.iter().sum())
     }
 
+    /// Every figure over `0..configured` and every shard a web node registered: what
+    /// `__heartbeat__` and the worker's gauges report.
+    pub async fn fetch_known(
+        conn: &mut ConnectionManager,
+        configured: u16,
+    ) -> Result<Self, QueueError> {
+        let shards = crate::streams::known_shards(conn, configured).await?;
+        Self::fetch(conn, &shards).await
+    }
+
     /// Every figure: two round trips, three with `XINFO GROUPS` of non-empty shards.
     pub async fn fetch(conn: &mut ConnectionManager, shards: &[Shard]) -> Result<Self, QueueError> {
         let mut pipe = redis::pipe();

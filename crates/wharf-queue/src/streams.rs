@@ -22,11 +22,10 @@ pub struct RawEntry {
     pub fields: Option<Vec<(Vec<u8>, Vec<u8>)>>,
 }
 
-impl RawEntry {
-    /// Milliseconds since the epoch at which Redis added the entry (from its id).
-    pub fn added_ms(&self) -> Option<i64> {
-        self.id.split('-').next()?.parse().ok()
-    }
+/// Milliseconds since the epoch at which Redis added the entry with stream id `id`
+/// (`<ms>-<seq>`, by the Redis server's clock).
+pub fn added_ms(id: &str) -> Option<i64> {
+    id.split('-').next()?.parse().ok()
 }
 
 /// Creates the consumer group on each shard stream (and the stream, if missing).
@@ -357,23 +356,6 @@ pub fn queued_blocking(
         }
     }
     Ok(out)
-}
-
-/// The dead letters of one shard, oldest first.
-pub async fn dead_letters(
-    conn: &mut ConnectionManager,
-    shard: Shard,
-    count: usize,
-) -> Result<Vec<RawEntry>, QueueError> {
-    let reply: Value = redis::cmd("XRANGE")
-        .arg(shard.dead())
-        .arg("-")
-        .arg("+")
-        .arg("COUNT")
-        .arg(count.max(1))
-        .query_async(conn)
-        .await?;
-    Ok(entries_of(shard, reply))
 }
 
 /// (key, entries) pairs of an `XREADGROUP` reply, whether RESP2 arrays or a RESP3 map.

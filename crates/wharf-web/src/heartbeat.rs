@@ -123,11 +123,7 @@ impl Heartbeat {
             return finish(checks, details);
         }
 
-        let configured = self.thresholds.shards;
-        let stats = async {
-            let shards = wharf_queue::streams::known_shards(&mut conn, configured).await?;
-            QueueStats::fetch(&mut conn, &shards).await
-        };
+        let stats = QueueStats::fetch_known(&mut conn, self.thresholds.shards);
         match tokio::time::timeout(timeout, stats).await {
             Ok(Ok(stats)) => {
                 let t = self.thresholds;

@@ -82,12 +82,7 @@ fn submitted_at(delivery: &Delivery) -> DateTime<Utc> {
             return t.with_timezone(&Utc);
         }
     }
-    let added = delivery
-        .id
-        .split('-')
-        .next()
-        .and_then(|ms| ms.parse::<i64>().ok());
-    added
+    wharf_queue::streams::added_ms(&delivery.id)
         .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
         .unwrap_or_else(Utc::now)
 }

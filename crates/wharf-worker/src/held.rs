@@ -124,14 +124,6 @@ impl Held {
             .map(|(shard, ids)| (*shard, ids.keys().cloned().collect()))
             .collect()
     }
-
-    /// Ids held in `shard` among `ids` (to tell own re-claims apart).
-    pub fn holds(&self, shard: Shard, id: &str) -> bool {
-        self.lock()
-            .ids
-            .get(&shard)
-            .is_some_and(|ids| ids.contains_key(id))
-    }
 }
 
 /// Re-claims every held entry every `claim_idle / 3`, so no live worker's entries are claimed.
@@ -200,7 +192,7 @@ mod tests {
         held.release(Shard(0), [&"1-0".to_string()]);
         assert_eq!(held.documents(), 1);
         assert!(!held.is_full());
-        assert!(held.holds(Shard(1), "1-0"));
+        assert!(!held.take(Shard(1), "1-0", 10), "still held");
     }
 
     #[tokio::test]

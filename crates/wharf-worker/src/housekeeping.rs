@@ -6,7 +6,7 @@ use std::time::Duration;
 use cadence::prelude::*;
 use cadence::StatsdClient;
 use redis::aio::ConnectionManager;
-use wharf_queue::{liveness, streams, QueueStats};
+use wharf_queue::{liveness, QueueStats};
 
 /// Publishes this worker's liveness record every `ttl / 3`.
 pub async fn liveness_loop(mut conn: ConnectionManager, name: String, ttl: Duration) {
@@ -31,11 +31,7 @@ pub async fn gauges_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let stats = match streams::known_shards(&mut conn, configured_shards).await {
-            Ok(shards) => QueueStats::fetch(&mut conn, &shards).await,
-            Err(e) => Err(e),
-        };
-        match stats {
+        match QueueStats::fetch_known(&mut conn, configured_shards).await {
             Ok(stats) => {
                 metrics.gauge("queue.backlog", stats.backlog).ok();
                 metrics.gauge("queue.waiting", stats.waiting).ok();

@@ -176,11 +176,10 @@ impl Reader {
     }
 
     /// Decodes an entry and records it as held; an undecodable one goes to dead letters now.
+    ///
+    /// A re-claim of an entry this worker is still writing is refused by [`Held::take`]: it is
+    /// already on its way.
     async fn admit(&mut self, entry: RawEntry, taken_over: bool) -> Option<Delivery> {
-        if self.held.holds(entry.shard, &entry.id) {
-            // A re-claim of an entry this worker is still writing: it is already on its way.
-            return None;
-        }
         let decoded = match entry.fields {
             Some(fields) => Submission::decode(fields),
             None => Err(wharf_queue::Poison::Shape),

@@ -394,10 +394,7 @@ pub async fn wait_live(redis: &RedisServer, n: u64) -> bool {
 /// `QueueStats::fetch` over every known shard, as `__heartbeat__` and the gauges see it.
 pub async fn queue_stats(settings: &Settings) -> QueueStats {
     let mut conn = wharf_queue::connect(&settings.redis).unwrap_or_else(|e| panic!("connect: {e}"));
-    let shards = streams::known_shards(&mut conn, settings.redis.queue_shards)
-        .await
-        .unwrap_or_else(|e| panic!("known shards: {e}"));
-    QueueStats::fetch(&mut conn, &shards)
+    QueueStats::fetch_known(&mut conn, settings.redis.queue_shards)
         .await
         .unwrap_or_else(|e| panic!("queue stats: {e}"))
 }
