@@ -11,18 +11,14 @@ import argparse
 import http.client
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import free_port, wait_port  # noqa: E402
 
 
 def redis_cmd(port: int, *args: str) -> bytes:
@@ -34,17 +30,6 @@ def used_memory(port: int) -> int:
         if line.startswith("used_memory:"):
             return int(line.split(":")[1])
     raise RuntimeError("no used_memory in INFO")
-
-
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"port {port} never opened")
 
 
 def main() -> int:
@@ -59,11 +44,11 @@ def main() -> int:
                               "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
     web = None
     try:
-        wait_port(rport)
+        wait_port(rport, 20.0, redis, "redis-server")
         env = dict(os.environ, REDIS_HOST="127.0.0.1", REDIS_PORT=str(rport), HOST="127.0.0.1", PORT=str(wport),
                    LOG_LEVEL="error")
         web = subprocess.Popen([args.bin, "web"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(wport)
+        wait_port(wport, 20.0, web, "wharf web")
         rng = random.Random(1)
         alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
         conn = http.client.HTTPConnection("127.0.0.1", wport)
