@@ -89,7 +89,11 @@ def load_rendered(env: str) -> list[dict]:
         return [d for d in yaml.safe_load_all(fh) if d]
 
 
-@pytest.fixture(scope="session", params=["stage", "prod"])
+# Every rendered overlay (stage, prod, prod-cluster ...): deploy/k8s/render writes one per overlay.
+RENDERED_ENVS = sorted(p.stem for p in RENDERED.glob("*.yaml"))
+
+
+@pytest.fixture(scope="session", params=RENDERED_ENVS)
 def rendered(request) -> tuple[str, list[dict]]:
     return request.param, load_rendered(request.param)
 
