@@ -1,6 +1,8 @@
 //! Real dependencies for Wharf's tests, each on a free port and torn down on drop: nothing on the wire is mocked.
 
+pub mod cluster;
 pub mod ports;
+pub mod proxy;
 pub mod redis_server;
 pub mod s3;
 pub mod sentry;
