@@ -1,11 +1,16 @@
-//! Puts submissions on their shard streams with one `XADD` each, one round trip per call or grouped across callers (group commit).
+//! Puts submissions on their shard streams with one `XADD` each, one round trip per call or grouped across callers (group commit), confirmed on replicas with `WAIT` when asked.
+//!
+//! One Redis takes a whole group in one pipeline. A Redis Cluster takes one pipeline per shard
+//! (a shard is one slot, so one node), sent concurrently; a shard whose node is down fails only
+//! its own submissions. With `REDIS_MIN_REPLICAS_ACK=N`, each pipeline ends with `WAIT N t`, so
+//! a submission is answered only once N replicas hold its write.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::connection::Redis;
 use crate::keys::Shard;
 use crate::{QueueError, Submission};
 
@@ -57,7 +62,18 @@ pub enum EnqueueError {
 /// One submission waiting for a push, and who to tell how it went.
 struct Waiting {
     submission: Submission,
-    done: oneshot::Sender<Result<EntryId, (usize, Arc<QueueError>)>>,
+    done: oneshot::Sender<Placed>,
+}
+
+/// How one submission of a push went: its entry, or the error of the pipeline that carried it
+/// with that pipeline's size.
+type Placed = Result<EntryId, (usize, Arc<QueueError>)>;
+
+/// `WAIT` after each pipeline: how many replicas, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Replication {
+    pub replicas: u8,
+    pub timeout: std::time::Duration,
 }
 
 /// Where an enqueued submission landed: its shard and its stream entry id.
@@ -70,21 +86,31 @@ pub struct EntryId {
 /// Adds submissions to their shard streams, one `XADD` each, pipelined.
 #[derive(Clone)]
 pub struct Enqueuer {
-    conn: ConnectionManager,
+    conn: Redis,
     shards: u16,
+    replication: Option<Replication>,
     group: Option<mpsc::Sender<Waiting>>,
     /// Pipelines sent by the group committer: with the submissions served, the group size.
     pipelines: Arc<AtomicU64>,
 }
 
 impl Enqueuer {
-    pub fn new(conn: ConnectionManager, shards: u16) -> Self {
+    pub fn new(conn: Redis, shards: u16) -> Self {
         Self {
             conn,
             shards: shards.max(1),
+            replication: None,
             group: None,
             pipelines: Arc::default(),
         }
+    }
+
+    /// Makes every push wait until `replicas` replicas hold it (`WAIT`), failing with
+    /// [`QueueError::NotReplicated`] after `timeout`. Zero replicas turns it off. Call it before
+    /// [`Enqueuer::with_group_commit`].
+    pub fn with_replication(mut self, replicas: u8, timeout: std::time::Duration) -> Self {
+        self.replication = (replicas > 0).then_some(Replication { replicas, timeout });
+        self
     }
 
     /// Makes [`Enqueuer::enqueue_one`] group concurrent submissions into shared pipelines;
@@ -93,8 +119,11 @@ impl Enqueuer {
     pub fn with_group_commit(mut self, limits: GroupCommitLimits) -> Self {
         let (tx, rx) = mpsc::channel(limits.max_waiting.max(1));
         tokio::spawn(commit_loop(
-            self.conn.clone(),
-            self.shards,
+            Target {
+                conn: self.conn.clone(),
+                shards: self.shards,
+                replication: self.replication,
+            },
             rx,
             limits,
             Arc::clone(&self.pipelines),
@@ -108,10 +137,22 @@ impl Enqueuer {
         self.pipelines.load(Ordering::Relaxed)
     }
 
-    /// Enqueues every submission in one Redis round trip; returns once Redis has them all.
-    pub async fn enqueue(&self, submissions: &[Submission]) -> Result<Vec<EntryId>, QueueError> {
-        let mut conn = self.conn.clone();
-        push(&mut conn, self.shards, submissions.iter()).await
+    /// Enqueues every submission in one Redis round trip (one per shard on a cluster); returns
+    /// once Redis has them all, or the first error.
+    pub async fn enqueue(&self, submissions: &[Submission]) -> Result<Vec<EntryId>, EnqueueError> {
+        let target = Target {
+            conn: self.conn.clone(),
+            shards: self.shards,
+            replication: self.replication,
+        };
+        let mut out = Vec::with_capacity(submissions.len());
+        for placed in target.push(submissions.iter().collect()).await {
+            match placed {
+                Ok(id) => out.push(id),
+                Err((jobs, source)) => return Err(EnqueueError::Group { jobs, source }),
+            }
+        }
+        Ok(out)
     }
 
     /// Enqueues one submission; returns once Redis has acknowledged the pipeline that carried it.
@@ -136,34 +177,92 @@ impl Enqueuer {
     }
 }
 
-/// One pipeline of `XADD wharf:{<shard>}:submissions * ...`, one per submission, in order.
-async fn push<'a>(
-    conn: &mut ConnectionManager,
+/// One submission of a push: its position among the caller's, its shard, and itself.
+type Member<'a> = (usize, Shard, &'a Submission);
+
+/// Where pushes go: the connection, the shard count and the replication each push waits for.
+#[derive(Clone)]
+struct Target {
+    conn: Redis,
     shards: u16,
-    submissions: impl Iterator<Item = &'a Submission>,
-) -> Result<Vec<EntryId>, QueueError> {
-    let mut pipe = redis::pipe();
-    let mut placed = Vec::new();
-    for submission in submissions {
-        let shard = Shard::for_doc(&submission.route.doc_id, shards);
-        pipe.add_command(submission.xadd(&shard.stream())?);
-        placed.push(shard);
+    replication: Option<Replication>,
+}
+
+impl Target {
+    /// Pushes `submissions` and returns how each went, in their order: one pipeline of
+    /// `XADD wharf:{<shard>}:submissions * ...` (then `WAIT`) on one Redis, one per shard on a
+    /// cluster, sent concurrently.
+    async fn push(&self, submissions: Vec<&Submission>) -> Vec<Placed> {
+        let count = submissions.len();
+        let mut groups: Vec<(Option<Shard>, Vec<Member>)> = Vec::new();
+        for (index, submission) in submissions.into_iter().enumerate() {
+            let shard = Shard::for_doc(&submission.route.doc_id, self.shards);
+            let key = self.conn.is_cluster().then_some(shard);
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, members)) => members.push((index, shard, submission)),
+                None => groups.push((key, vec![(index, shard, submission)])),
+            }
+        }
+        let results =
+            futures::future::join_all(groups.iter().map(|(_, members)| self.push_group(members)))
+                .await;
+        let mut out: Vec<(usize, Placed)> = Vec::with_capacity(count);
+        for ((_, members), result) in groups.iter().zip(results) {
+            match result {
+                Ok(ids) => out.extend(
+                    members
+                        .iter()
+                        .zip(ids)
+                        .map(|((index, shard, _), id)| (*index, Ok(EntryId { shard: *shard, id }))),
+                ),
+                Err(e) => {
+                    let e = Arc::new(e);
+                    out.extend(
+                        members
+                            .iter()
+                            .map(|(index, _, _)| (*index, Err((members.len(), Arc::clone(&e))))),
+                    );
+                }
+            }
+        }
+        out.sort_unstable_by_key(|(index, _)| *index);
+        out.into_iter().map(|(_, placed)| placed).collect()
     }
-    if placed.is_empty() {
-        return Ok(Vec::new());
+
+    /// One pipeline: the group's `XADD`s, then `WAIT` if replication is asked for.
+    async fn push_group(&self, members: &[Member<'_>]) -> Result<Vec<String>, QueueError> {
+        let mut pipe = redis::pipe();
+        for (_, shard, submission) in members {
+            pipe.add_command(submission.xadd(&shard.stream())?);
+        }
+        let mut conn = self.conn.clone();
+        let Some(replication) = self.replication else {
+            return Ok(pipe.query_async(&mut conn).await?);
+        };
+        pipe.cmd("WAIT")
+            .arg(replication.replicas)
+            .arg(u64::try_from(replication.timeout.as_millis()).unwrap_or(u64::MAX));
+        let mut replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let reached = match replies.pop() {
+            Some(redis::Value::Int(n)) => n,
+            _ => 0,
+        };
+        if reached < i64::from(replication.replicas) {
+            // The writes are on the primary and may still reach a replica, or be lost in a
+            // failover: the caller answers 503, and a client retry may make a duplicate.
+            return Err(QueueError::NotReplicated {
+                wanted: replication.replicas,
+                reached,
+            });
+        }
+        Ok(redis::from_redis_value(redis::Value::Array(replies))
+            .map_err(redis::RedisError::from)?)
     }
-    let ids: Vec<String> = pipe.query_async(conn).await?;
-    Ok(placed
-        .into_iter()
-        .zip(ids)
-        .map(|(shard, id)| EntryId { shard, id })
-        .collect())
 }
 
 /// Takes whatever is waiting (within the limits) whenever a pipeline slot is free, and sends it.
 async fn commit_loop(
-    conn: ConnectionManager,
-    shards: u16,
+    target: Target,
     mut waiting: mpsc::Receiver<Waiting>,
     limits: GroupCommitLimits,
     pipelines: Arc<AtomicU64>,
@@ -188,25 +287,16 @@ async fn commit_loop(
                 Err(_) => break,
             }
         }
-        let mut conn = conn.clone();
+        let target = target.clone();
         pipelines.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            let jobs = batch.len();
-            let result = push(&mut conn, shards, batch.iter().map(|w| &w.submission)).await;
+            let placed = target
+                .push(batch.iter().map(|w| &w.submission).collect())
+                .await;
             drop(slot);
-            match result {
-                Ok(ids) => {
-                    for (w, id) in batch.into_iter().zip(ids) {
-                        // A caller that gave up (timeout, client gone) no longer listens.
-                        let _ = w.done.send(Ok(id));
-                    }
-                }
-                Err(e) => {
-                    let e = Arc::new(e);
-                    for w in batch {
-                        let _ = w.done.send(Err((jobs, Arc::clone(&e))));
-                    }
-                }
+            for (w, result) in batch.into_iter().zip(placed) {
+                // A caller that gave up (timeout, client gone) no longer listens.
+                let _ = w.done.send(result);
             }
         });
     }

@@ -5,12 +5,13 @@
 pub mod connection;
 pub mod enqueue;
 pub mod entry;
+pub mod health;
 pub mod keys;
 pub mod liveness;
 pub mod stats;
 pub mod streams;
 
-pub use connection::connect;
+pub use connection::{connect, Redis};
 pub use enqueue::{Enqueuer, EntryId};
 pub use entry::{Poison, Route, Submission, SCHEMA_VERSION};
 pub use keys::{Shard, CANARY_NAMESPACE, GROUP};
@@ -25,4 +26,18 @@ pub enum QueueError {
     Encode(#[from] serde_json::Error),
     #[error("route `{0}`: a part is empty or holds '/'")]
     Route(String),
+    /// `WAIT` confirmed fewer replicas than `REDIS_MIN_REPLICAS_ACK` within its timeout.
+    #[error("write reached {reached} of the {wanted} replica(s) REDIS_MIN_REPLICAS_ACK asks for")]
+    NotReplicated { wanted: u8, reached: i64 },
+    /// Redis may evict keys, so queued documents could vanish; see [`health::check_eviction`].
+    #[error("Redis maxmemory-policy is `{policy}` (on {node}): under memory pressure Redis would silently delete queued documents. Set maxmemory-policy to noeviction (on ElastiCache, in the cluster's parameter group), or set REDIS_ALLOW_EVICTION_DATA_LOSS=true to start anyway and accept that loss")]
+    EvictionPolicy { policy: String, node: String },
+}
+
+impl QueueError {
+    /// Whether this error is the operator's to fix before the role can run (exit code 2), not
+    /// an outage to wait out.
+    pub fn is_misconfiguration(&self) -> bool {
+        matches!(self, QueueError::EvictionPolicy { .. })
+    }
 }

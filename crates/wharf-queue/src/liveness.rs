@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::Script;
 
+use crate::connection::Redis;
 use crate::keys::LIVENESS_KEY;
 use crate::QueueError;
 
@@ -37,11 +37,7 @@ return n
 "#;
 
 /// Records `worker` as live for `ttl` from now (Redis time), and drops expired records.
-pub async fn publish(
-    conn: &mut ConnectionManager,
-    worker: &str,
-    ttl: Duration,
-) -> Result<(), QueueError> {
+pub async fn publish(conn: &mut Redis, worker: &str, ttl: Duration) -> Result<(), QueueError> {
     let _: i64 = Script::new(PUBLISH)
         .key(LIVENESS_KEY)
         .arg(worker)
@@ -52,7 +48,7 @@ pub async fn publish(
 }
 
 /// Removes `worker`'s record, for a clean shutdown.
-pub async fn withdraw(conn: &mut ConnectionManager, worker: &str) -> Result<(), QueueError> {
+pub async fn withdraw(conn: &mut Redis, worker: &str) -> Result<(), QueueError> {
     let _: () = redis::cmd("ZREM")
         .arg(LIVENESS_KEY)
         .arg(worker)
@@ -62,7 +58,7 @@ pub async fn withdraw(conn: &mut ConnectionManager, worker: &str) -> Result<(), 
 }
 
 /// How many workers are live now (Redis time).
-pub async fn live_count(conn: &mut ConnectionManager) -> Result<u64, QueueError> {
+pub async fn live_count(conn: &mut Redis) -> Result<u64, QueueError> {
     Ok(Script::new(LIVE)
         .key(LIVENESS_KEY)
         .arg("")
@@ -78,11 +74,20 @@ pub fn is_live_blocking(
     prefix: &str,
     timeout: Duration,
 ) -> Result<bool, QueueError> {
-    let mut conn = redis::Client::open(settings.url())?.get_connection_with_timeout(timeout)?;
-    conn.set_read_timeout(Some(timeout))?;
-    let live: u64 = Script::new(LIVE)
-        .key(LIVENESS_KEY)
-        .arg(prefix)
-        .invoke(&mut conn)?;
+    let script = Script::new(LIVE);
+    let live: u64 = if settings.cluster {
+        let client = redis::cluster::ClusterClient::builder(vec![settings.url()])
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .build()?;
+        script
+            .key(LIVENESS_KEY)
+            .arg(prefix)
+            .invoke(&mut client.get_connection()?)?
+    } else {
+        let mut conn = redis::Client::open(settings.url())?.get_connection_with_timeout(timeout)?;
+        conn.set_read_timeout(Some(timeout))?;
+        script.key(LIVENESS_KEY).arg(prefix).invoke(&mut conn)?
+    };
     Ok(live > 0)
 }

@@ -1,9 +1,9 @@
 //! Queue statistics read from the shard streams themselves: `XLEN`, `XINFO GROUPS` (lag and pending) and the dead-letter streams.
 
-use redis::aio::ConnectionManager;
 use redis::Value;
 use serde::Serialize;
 
+use crate::connection::Redis;
 use crate::keys::{Shard, GROUP};
 use crate::liveness;
 use crate::QueueError;
@@ -27,54 +27,49 @@ pub struct QueueStats {
 impl QueueStats {
     /// The backlog only (`XLEN` of every shard): one round trip, cheap enough for a sampled
     /// admission check.
-    pub async fn backlog(
-        conn: &mut ConnectionManager,
-        shards: &[Shard],
-    ) -> Result<u64, QueueError> {
-        let mut pipe = redis::pipe();
-        for shard in shards {
-            pipe.cmd("XLEN").arg(shard.stream());
-        }
-        let lengths: Vec<u64> = pipe.query_async(conn).await?;
-        Ok(lengths.iter().sum())
+    pub async fn backlog(conn: &mut Redis, shards: &[Shard]) -> Result<u64, QueueError> {
+        let replies = conn
+            .per_shard(shards, |shard, pipe| {
+                pipe.cmd("XLEN").arg(shard.stream());
+            })
+            .await?;
+        Ok(replies.iter().flatten().map(number).sum())
     }
 
     /// Every figure over `0..configured` and every shard a web node registered: what
     /// `__heartbeat__` and the worker's gauges report.
-    pub async fn fetch_known(
-        conn: &mut ConnectionManager,
-        configured: u16,
-    ) -> Result<Self, QueueError> {
+    pub async fn fetch_known(conn: &mut Redis, configured: u16) -> Result<Self, QueueError> {
         let shards = crate::streams::known_shards(conn, configured).await?;
         Self::fetch(conn, &shards).await
     }
 
     /// Every figure: two round trips, three with `XINFO GROUPS` of non-empty shards.
-    pub async fn fetch(conn: &mut ConnectionManager, shards: &[Shard]) -> Result<Self, QueueError> {
-        let mut pipe = redis::pipe();
-        for shard in shards {
-            pipe.cmd("XLEN").arg(shard.stream());
-            pipe.cmd("XLEN").arg(shard.dead());
-        }
-        let lengths: Vec<u64> = pipe.query_async(conn).await?;
+    pub async fn fetch(conn: &mut Redis, shards: &[Shard]) -> Result<Self, QueueError> {
+        let lengths = conn
+            .per_shard(shards, |shard, pipe| {
+                pipe.cmd("XLEN").arg(shard.stream());
+                pipe.cmd("XLEN").arg(shard.dead());
+            })
+            .await?;
         let mut stats = QueueStats::default();
         let mut busy = Vec::new();
-        for (shard, pair) in shards.iter().zip(lengths.chunks(2)) {
-            let (length, dead) = (pair[0], pair.get(1).copied().unwrap_or(0));
+        for (shard, pair) in shards.iter().zip(lengths) {
+            let length = pair.first().map(number).unwrap_or(0);
             stats.backlog += length;
-            stats.dead += dead;
+            stats.dead += pair.get(1).map(number).unwrap_or(0);
             if length > 0 {
                 busy.push((*shard, length));
             }
         }
         if !busy.is_empty() {
             // XINFO GROUPS only on shards that exist (it fails on a missing key).
-            let mut pipe = redis::pipe();
-            for (shard, _) in &busy {
-                pipe.cmd("XINFO").arg("GROUPS").arg(shard.stream());
-            }
-            let groups: Vec<Value> = pipe.query_async(conn).await?;
-            for ((_, length), reply) in busy.iter().zip(groups) {
+            let busy_shards: Vec<Shard> = busy.iter().map(|(shard, _)| *shard).collect();
+            let groups = conn
+                .per_shard(&busy_shards, |shard, pipe| {
+                    pipe.cmd("XINFO").arg("GROUPS").arg(shard.stream());
+                })
+                .await?;
+            for ((_, length), reply) in busy.iter().zip(groups.into_iter().flatten()) {
                 let (pending, lag) = group_figures(reply);
                 stats.inflight += pending;
                 // Lag is unknown before any worker created the group (everything waits) and,
@@ -84,6 +79,14 @@ impl QueueStats {
         }
         stats.live_workers = liveness::live_count(conn).await?;
         Ok(stats)
+    }
+}
+
+/// An integer reply as a count (anything else counts as 0).
+fn number(value: &Value) -> u64 {
+    match value {
+        Value::Int(n) => u64::try_from(*n).unwrap_or(0),
+        _ => 0,
     }
 }
 

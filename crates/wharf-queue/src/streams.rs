@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 
+use crate::connection::Redis;
 use crate::keys::{Shard, GROUP, SHARDS_KEY};
 use crate::QueueError;
 
@@ -31,10 +31,7 @@ pub fn added_ms(id: &str) -> Option<i64> {
 /// Creates the consumer group on each shard stream (and the stream, if missing).
 ///
 /// The group starts at `0`, so entries written before any worker existed are read too.
-pub async fn ensure_groups(
-    conn: &mut ConnectionManager,
-    shards: &[Shard],
-) -> Result<(), QueueError> {
+pub async fn ensure_groups(conn: &mut Redis, shards: &[Shard]) -> Result<(), QueueError> {
     for shard in shards {
         let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
             .arg("CREATE")
@@ -55,7 +52,7 @@ pub async fn ensure_groups(
 
 /// Records that web nodes write to `0..count`, so workers read those shards even if their own
 /// `QUEUE_SHARDS` is smaller.
-pub async fn register_shards(conn: &mut ConnectionManager, count: u16) -> Result<(), QueueError> {
+pub async fn register_shards(conn: &mut Redis, count: u16) -> Result<(), QueueError> {
     let members: Vec<u16> = (0..count.max(1)).collect();
     let _: () = redis::cmd("SADD")
         .arg(SHARDS_KEY)
@@ -66,10 +63,7 @@ pub async fn register_shards(conn: &mut ConnectionManager, count: u16) -> Result
 }
 
 /// Shards `0..configured` and every shard a web node registered, in order.
-pub async fn known_shards(
-    conn: &mut ConnectionManager,
-    configured: u16,
-) -> Result<Vec<Shard>, QueueError> {
+pub async fn known_shards(conn: &mut Redis, configured: u16) -> Result<Vec<Shard>, QueueError> {
     let registered: Vec<u16> = redis::cmd("SMEMBERS")
         .arg(SHARDS_KEY)
         .query_async(conn)
@@ -82,23 +76,85 @@ pub async fn known_shards(
     Ok(shards)
 }
 
-/// `XREADGROUP ... COUNT count BLOCK block STREAMS <every shard> >`: new entries for `consumer`.
+/// How often a cluster reader polls its shards while they are all empty.
+const CLUSTER_POLL: Duration = Duration::from_millis(100);
+
+/// New entries for `consumer`, at most `count` per shard, waiting up to `block` for some.
+///
+/// One Redis: `XREADGROUP ... COUNT count BLOCK block STREAMS <every shard> >`, one blocking
+/// call. A cluster cannot read streams of different slots in one call, and a blocking read
+/// would hold the node's shared connection, so it reads every shard without blocking,
+/// concurrently, and polls every 100 ms until something arrives or `block` has passed.
 pub async fn read_new(
-    conn: &mut ConnectionManager,
+    conn: &mut Redis,
     shards: &[Shard],
     consumer: &str,
     count: usize,
     block: Duration,
+) -> Result<Vec<RawEntry>, QueueError> {
+    if !conn.is_cluster() {
+        return read_group(conn, shards, consumer, count, Some(block)).await;
+    }
+    let started = tokio::time::Instant::now();
+    loop {
+        let reads = futures::future::join_all(shards.iter().map(|shard| {
+            let mut conn = conn.clone();
+            async move {
+                read_group(
+                    &mut conn,
+                    std::slice::from_ref(shard),
+                    consumer,
+                    count,
+                    None,
+                )
+                .await
+            }
+        }))
+        .await;
+        let mut out = Vec::new();
+        let mut first_error = None;
+        for read in reads {
+            match read {
+                Ok(entries) => out.extend(entries),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        // Entries read from healthy shards are delivered even while another shard fails: they
+        // are pending for this consumer now, and must not wait for the claim idle time.
+        if !out.is_empty() {
+            return Ok(out);
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        if started.elapsed() >= block {
+            return Ok(out);
+        }
+        tokio::time::sleep(CLUSTER_POLL.min(block.saturating_sub(started.elapsed()))).await;
+    }
+}
+
+/// One `XREADGROUP` over `shards`, blocking for `block` if given.
+async fn read_group(
+    conn: &mut Redis,
+    shards: &[Shard],
+    consumer: &str,
+    count: usize,
+    block: Option<Duration>,
 ) -> Result<Vec<RawEntry>, QueueError> {
     let mut cmd = redis::cmd("XREADGROUP");
     cmd.arg("GROUP")
         .arg(GROUP)
         .arg(consumer)
         .arg("COUNT")
-        .arg(count.max(1))
-        .arg("BLOCK")
-        .arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX))
-        .arg("STREAMS");
+        .arg(count.max(1));
+    if let Some(block) = block {
+        cmd.arg("BLOCK")
+            .arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX));
+    }
+    cmd.arg("STREAMS");
     for shard in shards {
         cmd.arg(shard.stream());
     }
@@ -121,7 +177,7 @@ pub async fn read_new(
 /// `consumer`. Returns the cursor to continue from (`0-0` when done), the entries, and the ids
 /// that were pending but no longer exist (Redis drops them from the pending list itself).
 pub async fn autoclaim(
-    conn: &mut ConnectionManager,
+    conn: &mut Redis,
     shard: Shard,
     consumer: &str,
     min_idle: Duration,
@@ -162,7 +218,7 @@ pub async fn autoclaim(
 /// other worker claims entries that are only waiting for a slow batch or an S3 outage. Does not
 /// count as a delivery.
 pub async fn renew(
-    conn: &mut ConnectionManager,
+    conn: &mut Redis,
     shard: Shard,
     consumer: &str,
     ids: &[String],
@@ -185,7 +241,7 @@ pub async fn renew(
 /// Hands `ids` back at once: marks them idle for `idle`, so the next `XAUTOCLAIM` of any worker
 /// takes them (a stopping worker's entries that never reached a batch).
 pub async fn hand_back(
-    conn: &mut ConnectionManager,
+    conn: &mut Redis,
     shard: Shard,
     consumer: &str,
     ids: &[String],
@@ -208,38 +264,53 @@ pub async fn hand_back(
     Ok(())
 }
 
+/// KEYS[1] = a shard stream, ARGV[1] = the group, ARGV[2..] = entry ids: acknowledges and
+/// deletes them in one atomic step; returns how many were still pending. A script rather than
+/// `MULTI`: once Redis is over `maxmemory`, it refuses every `MULTI` block, which would leave a
+/// full Redis unable to drain, while `XACK` and `XDEL` in a script still run. Chunked, because
+/// Lua's `unpack` is limited to a few thousand values.
+const ACK: &str = r#"
+local acked = 0
+for i = 2, #ARGV, 500 do
+    local last = math.min(i + 499, #ARGV)
+    acked = acked + redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, i, last))
+    redis.call('XDEL', KEYS[1], unpack(ARGV, i, last))
+end
+return acked
+"#;
+
 /// Acknowledges and deletes a written batch's entries: per shard, `XACK` and `XDEL` in one
-/// `MULTI`, all shards in one round trip. Returns how many entries were still pending (an entry
-/// another worker acknowledged first is not counted twice).
-pub async fn ack(
-    conn: &mut ConnectionManager,
-    by_shard: &[(Shard, Vec<String>)],
-) -> Result<u64, QueueError> {
-    let mut pipe = redis::pipe();
-    let mut groups = 0;
-    for (shard, ids) in by_shard {
-        if ids.is_empty() {
-            continue;
-        }
-        let stream = shard.stream();
-        pipe.cmd("MULTI").ignore();
-        pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(ids).ignore();
-        pipe.cmd("XDEL").arg(&stream).arg(ids).ignore();
-        pipe.cmd("EXEC");
-        groups += 1;
-    }
-    if groups == 0 {
+/// script ([`ACK`]), all shards in one round trip (one per shard, concurrently, on a cluster).
+/// Returns how many entries were still pending (an entry another worker acknowledged first is
+/// not counted twice).
+pub async fn ack(conn: &mut Redis, by_shard: &[(Shard, Vec<String>)]) -> Result<u64, QueueError> {
+    let busy: Vec<(Shard, &Vec<String>)> = by_shard
+        .iter()
+        .filter(|(_, ids)| !ids.is_empty())
+        .map(|(shard, ids)| (*shard, ids))
+        .collect();
+    if busy.is_empty() {
         return Ok(0);
     }
-    let replies: Vec<Value> = pipe.query_async(conn).await?;
-    // Each EXEC answers [acked, deleted].
+    let shards: Vec<Shard> = busy.iter().map(|(shard, _)| *shard).collect();
+    let replies = conn
+        .per_shard(&shards, |shard, pipe| {
+            let Some((_, ids)) = busy.iter().find(|(s, _)| *s == shard) else {
+                return;
+            };
+            pipe.cmd("EVAL")
+                .arg(ACK)
+                .arg(1)
+                .arg(shard.stream())
+                .arg(GROUP)
+                .arg(*ids);
+        })
+        .await?;
     Ok(replies
         .iter()
+        .flatten()
         .filter_map(|r| match r {
-            Value::Array(v) => match v.first() {
-                Some(Value::Int(n)) => u64::try_from(*n).ok(),
-                _ => None,
-            },
+            Value::Int(n) => u64::try_from(*n).ok(),
             _ => None,
         })
         .sum())
@@ -269,7 +340,7 @@ return moved
 
 /// See [`DEAD_LETTER`].
 pub async fn dead_letter(
-    conn: &mut ConnectionManager,
+    conn: &mut Redis,
     shard: Shard,
     ids: &[String],
     reason: &str,
@@ -310,7 +381,7 @@ return #found
 "#;
 
 /// Moves every dead letter of `shards` back to its shard stream; returns how many moved.
-pub async fn redrive(conn: &mut ConnectionManager, shards: &[Shard]) -> Result<u64, QueueError> {
+pub async fn redrive(conn: &mut Redis, shards: &[Shard]) -> Result<u64, QueueError> {
     const CHUNK: u64 = 200;
     let script = Script::new(REDRIVE);
     let mut total = 0;

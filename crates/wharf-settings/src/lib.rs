@@ -72,6 +72,14 @@ pub struct RedisSettings {
     pub timeout: Duration,
     /// Number of queue shards (`wharf:{<n>}:submissions` streams) submissions spread over.
     pub queue_shards: u16,
+    /// Talk to a Redis Cluster seeded from `host:port` instead of one Redis.
+    pub cluster: bool,
+    /// Replicas a write must reach (`WAIT`) before a submission is answered 200.
+    pub min_replicas_ack: u8,
+    /// Percent of Redis `maxmemory` above which the web role answers 507.
+    pub memory_high_water_percent: u8,
+    /// Start even when `maxmemory-policy` lets Redis evict queued documents.
+    pub allow_eviction_data_loss: bool,
 }
 
 impl RedisSettings {
@@ -224,6 +232,10 @@ struct RawEnv {
     redis_tls: Option<String>,
     redis_timeout_ms: Option<String>,
     queue_shards: Option<String>,
+    redis_cluster: Option<String>,
+    redis_min_replicas_ack: Option<String>,
+    redis_memory_high_water_percent: Option<String>,
+    redis_allow_eviction_data_loss: Option<String>,
     sentry_dsn: Option<String>,
     statsd_host: Option<String>,
     statsd_port: Option<String>,
@@ -335,7 +347,17 @@ fn build(
         tls: p.boolean("REDIS_TLS"),
         timeout: p.millis("REDIS_TIMEOUT_MS", 50, 60_000),
         queue_shards: p.within("QUEUE_SHARDS", 1, 1024) as u16,
+        cluster: p.boolean("REDIS_CLUSTER"),
+        min_replicas_ack: p.within("REDIS_MIN_REPLICAS_ACK", 0, 5) as u8,
+        memory_high_water_percent: p.within("REDIS_MEMORY_HIGH_WATER_PERCENT", 10, 95) as u8,
+        allow_eviction_data_loss: p.boolean("REDIS_ALLOW_EVICTION_DATA_LOSS"),
     };
+    if redis.cluster && redis.db != 0 {
+        p.problem(
+            "REDIS_DB",
+            "must be 0 with REDIS_CLUSTER=true: a Redis Cluster has only database 0",
+        );
+    }
     let shutdown_grace = p.millis("SHUTDOWN_GRACE_MS", 100, 600_000);
     let web = WebSettings {
         host: p.string("HOST"),

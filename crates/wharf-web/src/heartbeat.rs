@@ -1,15 +1,15 @@
-//! `__heartbeat__`'s checks: Redis, queue depth, dead letters and live workers, cached and run once for concurrent callers.
+//! `__heartbeat__`'s checks: Redis (reachable and taking writes), its memory, queue depth, dead letters and live workers, cached and run once for concurrent callers.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cadence::{CountedExt, StatsdClient};
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 use tokio::sync::Mutex;
-use wharf_queue::connection::ping;
+use wharf_queue::health::{memory, takes_writes, MemoryUse, NodeMemory};
 use wharf_queue::QueueStats;
+use wharf_queue::Redis;
 
 /// Check levels, ordered so that the overall status is the worst one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -46,11 +46,13 @@ pub struct Thresholds {
     pub redis_timeout: Duration,
     /// `QUEUE_SHARDS`: the statistics cover these and every shard a web node registered.
     pub shards: u16,
+    /// `REDIS_MEMORY_HIGH_WATER_PERCENT`: submissions get 507 from here.
+    pub memory_high_water_percent: u8,
 }
 
 /// Runs the checks at most once per cache interval, however many requests arrive.
 pub struct Heartbeat {
-    conn: ConnectionManager,
+    conn: Redis,
     thresholds: Thresholds,
     cache_for: Duration,
     metrics: Arc<StatsdClient>,
@@ -59,7 +61,7 @@ pub struct Heartbeat {
 
 impl Heartbeat {
     pub fn new(
-        conn: ConnectionManager,
+        conn: Redis,
         thresholds: Thresholds,
         cache_for: Duration,
         metrics: Arc<StatsdClient>,
@@ -100,8 +102,18 @@ impl Heartbeat {
         let mut conn = self.conn.clone();
         let timeout = self.thresholds.redis_timeout;
 
-        let reachable = match tokio::time::timeout(timeout, ping(&mut conn)).await {
-            Ok(Ok(())) => true,
+        let reachable = match tokio::time::timeout(timeout, takes_writes(&mut conn)).await {
+            Ok(Ok(true)) => true,
+            Ok(Ok(false)) => {
+                // A demoted primary answers PING and reads but refuses every write: report it,
+                // so a load balancer takes this node out, and follow the failover.
+                conn.reconnect();
+                details.insert(
+                    "redis",
+                    serde_json::json!({"message": "the Redis node is a replica (ROLE): writes fail; reconnecting to follow the failover"}),
+                );
+                false
+            }
             Ok(Err(e)) => {
                 details.insert(
                     "redis",
@@ -119,9 +131,23 @@ impl Heartbeat {
         };
         checks.insert("redis", if reachable { Level::Ok } else { Level::Error });
         if !reachable {
-            fail_queue_checks(&mut checks, &mut details, "redis unreachable".into());
+            fail_queue_checks(&mut checks, &mut details, "redis unavailable".into());
             return finish(checks, details);
         }
+
+        let (level, detail) = match tokio::time::timeout(timeout, memory(&mut conn)).await {
+            Ok(Ok(nodes)) => memory_check(&nodes, self.thresholds.memory_high_water_percent),
+            Ok(Err(e)) => (
+                Level::Error,
+                serde_json::json!({"message": format!("INFO memory failed: {e}")}),
+            ),
+            Err(_) => (
+                Level::Error,
+                serde_json::json!({"message": "INFO memory timed out"}),
+            ),
+        };
+        checks.insert("redis_memory", level);
+        details.insert("redis_memory", detail);
 
         let stats = QueueStats::fetch_known(&mut conn, self.thresholds.shards);
         match tokio::time::timeout(timeout, stats).await {
@@ -180,13 +206,41 @@ impl Heartbeat {
     }
 }
 
+/// `redis_memory`: a warning from the high-water mark on, when submissions get 507 (every web
+/// node sees the same Redis, so it must not take them all out of the load balancer).
+fn memory_check(nodes: &[NodeMemory], high_water: u8) -> (Level, serde_json::Value) {
+    match MemoryUse::fullest(nodes) {
+        None => (
+            Level::Ok,
+            serde_json::json!({"message": "no maxmemory: MAX_QUEUE_DEPTH is the only limit"}),
+        ),
+        Some(fullest) => {
+            let percent = fullest.percent();
+            let level = if percent >= f64::from(high_water) {
+                Level::Warning
+            } else {
+                Level::Ok
+            };
+            (
+                level,
+                serde_json::json!({
+                    "used_bytes": fullest.used,
+                    "maxmemory_bytes": fullest.max,
+                    "used_percent": (percent * 10.0).round() / 10.0,
+                    "refusing_at_percent": high_water,
+                }),
+            )
+        }
+    }
+}
+
 /// Marks every check that needs queue statistics as failed, with the same reason.
 fn fail_queue_checks(
     checks: &mut BTreeMap<&'static str, Level>,
     details: &mut BTreeMap<&'static str, serde_json::Value>,
     message: String,
 ) {
-    for name in ["queue_depth", "dead_letters", "workers"] {
+    for name in ["redis_memory", "queue_depth", "dead_letters", "workers"] {
         checks.insert(name, Level::Error);
         details.insert(name, serde_json::json!({ "message": message }));
     }

@@ -57,6 +57,9 @@ pub struct WebApp {
     listener: tokio::net::TcpListener,
     router: Router,
     grace: Duration,
+    /// The start-up Redis probe: it ends with an error only for a Redis that is unsafe to use
+    /// (an eviction policy), which stops the role.
+    startup: tokio::task::JoinHandle<Result<(), wharf_queue::QueueError>>,
 }
 
 impl WebApp {
@@ -74,7 +77,11 @@ impl WebApp {
         let shards = settings.redis.queue_shards;
         let backlog = BacklogGauge::default();
         tokio::spawn(backlog.clone().run_sampler(conn.clone(), shards));
-        tokio::spawn(probe_redis_at_startup(conn.clone(), shards));
+        let startup = tokio::spawn(probe_redis_at_startup(
+            conn.clone(),
+            shards,
+            settings.redis.allow_eviction_data_loss,
+        ));
 
         let heartbeat = Heartbeat::new(
             conn.clone(),
@@ -83,6 +90,7 @@ impl WebApp {
                 max_depth: web.max_queue_depth,
                 redis_timeout: settings.redis.timeout,
                 shards,
+                memory_high_water_percent: settings.redis.memory_high_water_percent,
             },
             web.heartbeat_cache,
             Arc::clone(&metrics),
@@ -90,10 +98,15 @@ impl WebApp {
         let state = Arc::new(WebState {
             settings: Arc::new(web.clone()),
             // Group commit: concurrent submissions share one pipeline of XADDs (each still gets
-            // its 200 only after Redis answered the XADD carrying it).
-            enqueuer: Enqueuer::new(conn, shards).with_group_commit(GroupCommitLimits::default()),
+            // its 200 only after Redis answered the XADD carrying it, and after WAIT when
+            // replicas must confirm it). WAIT gets half the Redis timeout, so its answer arrives
+            // within the pipeline's own response timeout.
+            enqueuer: Enqueuer::new(conn, shards)
+                .with_replication(settings.redis.min_replicas_ack, settings.redis.timeout / 2)
+                .with_group_commit(GroupCommitLimits::default()),
             enqueue_timeout: settings.redis.timeout * 2,
             backlog,
+            memory_high_water_percent: settings.redis.memory_high_water_percent,
             heartbeat: Arc::new(heartbeat),
             version: Arc::new(VersionInfo::load(&web.version_file)),
             metrics,
@@ -102,6 +115,7 @@ impl WebApp {
             listener,
             router: router(state),
             grace: settings.shutdown_grace,
+            startup,
         })
     }
 
@@ -128,7 +142,17 @@ impl WebApp {
         });
         let server = tokio::spawn(server.into_future());
         let grace = self.grace;
+        let startup = self.startup;
         tokio::select! {
+            refused = async {
+                match startup.await {
+                    Ok(Err(e)) => e,
+                    _ => std::future::pending().await,
+                }
+            } => {
+                tracing::error!(type = "startup.redis", error = %refused, "refusing to run on this Redis");
+                return Err(WebError::Redis(refused));
+            }
             result = server => {
                 return match result {
                     Ok(r) => r.map_err(WebError::Serve),
@@ -196,24 +220,36 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Connects to Redis at start-up, retrying with backoff; the first failure is reported to Sentry.
-/// Once connected, registers the shards this node writes to, so workers read every one of them.
+/// Once connected, checks that Redis will not evict queued documents, then registers the shards
+/// this node writes to, so workers read every one of them.
 ///
 /// The web role keeps serving meanwhile: `__lbheartbeat__` answers, `__heartbeat__` reports the
-/// Redis error, and submissions get 503 until Redis answers.
-async fn probe_redis_at_startup(mut conn: redis::aio::ConnectionManager, shards: u16) {
+/// Redis error, and submissions get 503 until Redis answers. An eviction policy that could lose
+/// documents ends the probe with an error, which stops the role (exit code 2).
+async fn probe_redis_at_startup(
+    mut conn: wharf_queue::Redis,
+    shards: u16,
+    allow_eviction: bool,
+) -> Result<(), wharf_queue::QueueError> {
     let mut delay = Duration::from_millis(100);
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        let probe = match wharf_queue::connection::ping(&mut conn).await {
-            Ok(()) => wharf_queue::streams::register_shards(&mut conn, shards).await,
-            Err(e) => Err(e),
+        let probe = async {
+            wharf_queue::connection::ping(&mut conn).await?;
+            let risk = wharf_queue::health::check_eviction(&mut conn, allow_eviction).await?;
+            wharf_queue::streams::register_shards(&mut conn, shards).await?;
+            Ok::<_, wharf_queue::QueueError>(risk)
         };
-        match probe {
-            Ok(()) => {
+        match probe.await {
+            Ok(risk) => {
+                if let Some(risk) = risk {
+                    tracing::error!(type = "startup.redis", error = %risk, "{}", wharf_queue::health::EVICTION_RISK_ACCEPTED);
+                }
                 tracing::info!(type = "startup.redis", attempt, "connected to redis");
-                return;
+                return Ok(());
             }
+            Err(e) if e.is_misconfiguration() => return Err(e),
             Err(e) if attempt == 1 => {
                 tracing::error!(type = "startup.redis", attempt, error = %e, "cannot reach redis at start-up; retrying in the background");
             }

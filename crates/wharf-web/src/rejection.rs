@@ -21,6 +21,10 @@ pub enum Rejection {
     UriTooLong { limit: usize },
     #[error("queue is full, retry later")]
     QueueFull,
+    #[error("queue storage is nearly full, retry later")]
+    MemoryFull,
+    #[error("queue replicas did not confirm in time, retry later")]
+    NotReplicated,
     #[error("queue unavailable, retry later")]
     QueueUnavailable,
     #[error("could not read the request body")]
@@ -35,8 +39,10 @@ impl Rejection {
             Rejection::LengthRequired => StatusCode::LENGTH_REQUIRED,
             Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
-            Rejection::QueueFull => StatusCode::INSUFFICIENT_STORAGE,
-            Rejection::QueueUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::QueueFull | Rejection::MemoryFull => StatusCode::INSUFFICIENT_STORAGE,
+            Rejection::QueueUnavailable | Rejection::NotReplicated => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -49,6 +55,8 @@ impl Rejection {
             Rejection::PayloadTooLarge { .. } => "body_too_large",
             Rejection::UriTooLong { .. } => "path_too_long",
             Rejection::QueueFull => "queue_full",
+            Rejection::MemoryFull => "redis_memory",
+            Rejection::NotReplicated => "not_replicated",
             Rejection::QueueUnavailable => "queue_unavailable",
             Rejection::BodyRead => "body_read",
         }
@@ -59,7 +67,13 @@ impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         let status = self.status();
         let mut response = (status, format!("{self}\n")).into_response();
-        if matches!(self, Rejection::QueueFull | Rejection::QueueUnavailable) {
+        if matches!(
+            self,
+            Rejection::QueueFull
+                | Rejection::MemoryFull
+                | Rejection::QueueUnavailable
+                | Rejection::NotReplicated
+        ) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));

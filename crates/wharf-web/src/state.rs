@@ -21,6 +21,8 @@ pub struct WebState {
     pub enqueuer: Enqueuer,
     pub enqueue_timeout: Duration,
     pub backlog: BacklogGauge,
+    /// `REDIS_MEMORY_HIGH_WATER_PERCENT`.
+    pub memory_high_water_percent: u8,
     pub heartbeat: Arc<Heartbeat>,
     pub version: Arc<VersionInfo>,
     pub metrics: Arc<StatsdClient>,

@@ -24,12 +24,13 @@ fn submission(i: usize) -> Submission {
 }
 
 fn enqueuer(redis: &RedisServer, limits: GroupCommitLimits) -> Enqueuer {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_millis(500)))
-        .set_response_timeout(Some(Duration::from_millis(2000)))
-        .set_number_of_retries(1);
-    let conn = redis::aio::ConnectionManager::new_lazy_with_config(client, config).unwrap();
+    let vars = [
+        ("REDIS_HOST".to_string(), "127.0.0.1".to_string()),
+        ("REDIS_PORT".to_string(), redis.port().to_string()),
+        ("REDIS_TIMEOUT_MS".to_string(), "2000".to_string()),
+    ];
+    let settings = wharf_settings::from_vars(wharf_settings::Role::Web, vars).unwrap();
+    let conn = wharf_queue::connect(&settings.redis).unwrap();
     Enqueuer::new(conn, common::DEFAULT_SHARDS).with_group_commit(limits)
 }
 

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cadence::prelude::*;
 use cadence::StatsdClient;
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
+use wharf_queue::Redis;
 use wharf_queue::{streams, Shard};
 
 use crate::backoff::Backoff;
@@ -79,7 +79,7 @@ impl BatcherHandle {
 pub struct Delivery {
     pub sink: S3Sink,
     /// Acknowledgements and dead letters (never the reading connection).
-    pub conn: ConnectionManager,
+    pub conn: Redis,
     pub held: Held,
     pub metrics: Arc<StatsdClient>,
     pub max_attempts: u32,

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
+use wharf_queue::Redis;
 use wharf_queue::{streams, Shard};
 
 /// Ids sent per `XCLAIM` when renewing.
@@ -127,12 +127,7 @@ impl Held {
 }
 
 /// Re-claims every held entry every `claim_idle / 3`, so no live worker's entries are claimed.
-pub async fn renew_loop(
-    mut conn: ConnectionManager,
-    held: Held,
-    consumer: String,
-    claim_idle: Duration,
-) {
+pub async fn renew_loop(mut conn: Redis, held: Held, consumer: String, claim_idle: Duration) {
     let mut tick = tokio::time::interval(claim_idle / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;

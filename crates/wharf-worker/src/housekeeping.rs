@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use cadence::prelude::*;
 use cadence::StatsdClient;
-use redis::aio::ConnectionManager;
+use wharf_queue::Redis;
 use wharf_queue::{liveness, QueueStats};
 
 /// Publishes this worker's liveness record every `ttl / 3`.
-pub async fn liveness_loop(mut conn: ConnectionManager, name: String, ttl: Duration) {
+pub async fn liveness_loop(mut conn: Redis, name: String, ttl: Duration) {
     let mut tick = tokio::time::interval(ttl / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -22,7 +22,7 @@ pub async fn liveness_loop(mut conn: ConnectionManager, name: String, ttl: Durat
 
 /// Samples backlog, waiting, in-flight, dead and live-worker counts as gauges every `period`.
 pub async fn gauges_loop(
-    mut conn: ConnectionManager,
+    mut conn: Redis,
     metrics: Arc<StatsdClient>,
     configured_shards: u16,
     period: Duration,

@@ -99,7 +99,7 @@ async fn supervise(
     let conn = wharf_queue::connect(&settings.redis)?;
     let sink = S3Sink::new(&ws.s3).await;
     let mut probe = conn.clone();
-    if !startup::wait_for_dependencies(&mut probe, &settings.redis, &sink, &stop).await {
+    if !startup::wait_for_dependencies(&mut probe, &settings.redis, &sink, &stop).await? {
         return Ok(());
     }
 

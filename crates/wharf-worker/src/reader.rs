@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use cadence::prelude::*;
 use cadence::StatsdClient;
-use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 use wharf_queue::streams::{self, RawEntry};
+use wharf_queue::Redis;
 use wharf_queue::{Shard, Submission};
 
 use crate::backoff::Backoff;
@@ -31,9 +31,9 @@ pub struct Delivery {
 /// What the reading loop needs.
 pub struct Reader {
     /// For `XREADGROUP ... BLOCK`: its response timeout exceeds the block time.
-    pub conn: ConnectionManager,
+    pub conn: Redis,
     /// For everything else (claims, dead letters), so they never queue behind a block.
-    pub ops: ConnectionManager,
+    pub ops: Redis,
     pub configured_shards: u16,
     pub consumer: String,
     pub fetch_size: usize,

@@ -1,8 +1,8 @@
-//! Start-up checks: Redis (PING) and the S3 bucket (HeadBucket), retried with backoff, one error event per failing dependency.
+//! Start-up checks: Redis (PING, then its eviction policy) and the S3 bucket (HeadBucket), retried with backoff, one error event per failing dependency.
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use wharf_queue::Redis;
 use wharf_settings::RedisSettings;
 
 use crate::backoff::Backoff;
@@ -43,21 +43,27 @@ impl Dependency {
     }
 }
 
-/// Waits until Redis answers PING and the bucket answers HeadBucket. Returns false if `stop`
-/// fired first.
+/// Waits until Redis answers PING and the bucket answers HeadBucket. Returns `Ok(false)` if
+/// `stop` fired first, and an error that no waiting can fix: a Redis that may evict queued
+/// documents (unless `REDIS_ALLOW_EVICTION_DATA_LOSS` accepts that).
 pub async fn wait_for_dependencies(
-    redis: &mut ConnectionManager,
+    redis: &mut Redis,
     redis_settings: &RedisSettings,
     sink: &S3Sink,
     stop: &Stop,
-) -> bool {
+) -> Result<bool, wharf_queue::QueueError> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut redis_dep = Dependency::default();
     let mut s3_dep = Dependency::default();
     loop {
         if !redis_dep.ok {
-            match wharf_queue::connection::ping(redis).await {
+            let probe = match wharf_queue::connection::ping(redis).await {
+                Ok(()) => eviction_guard(redis, redis_settings.allow_eviction_data_loss).await,
+                Err(e) => Err(e),
+            };
+            match probe {
                 Ok(()) => redis_dep.succeeded("redis"),
+                Err(e) if e.is_misconfiguration() => return Err(e),
                 Err(e) => redis_dep.failed(
                     "redis",
                     "unreachable",
@@ -75,11 +81,20 @@ pub async fn wait_for_dependencies(
             }
         }
         if redis_dep.ok && s3_dep.ok {
-            return true;
+            return Ok(true);
         }
         tokio::select! {
             () = tokio::time::sleep(backoff.next_delay()) => {}
-            () = stop.wait() => return false,
+            () = stop.wait() => return Ok(false),
         }
     }
+}
+
+/// Checks Redis's eviction policy on every master: an error if it may evict queued documents,
+/// or a loud warning if the operator accepted that risk.
+async fn eviction_guard(redis: &mut Redis, allow: bool) -> Result<(), wharf_queue::QueueError> {
+    if let Some(risk) = wharf_queue::health::check_eviction(redis, allow).await? {
+        tracing::error!(type = "startup.redis", error = %risk, "{}", wharf_queue::health::EVICTION_RISK_ACCEPTED);
+    }
+    Ok(())
 }

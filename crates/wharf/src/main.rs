@@ -148,7 +148,18 @@ where
         Err(e) => {
             tracing::error!(type = "fatal", role = name, error = format!("{e:#}"), "stopped on an error");
             eprintln!("wharf {name}: {e:#}");
-            ExitCode::FAILURE
+            // A Redis set up to lose data is a misconfiguration like a bad variable: exit 2, so
+            // an orchestrator does not restart into the same refusal as if it were an outage.
+            let misconfigured = e.chain().any(|cause| {
+                cause
+                    .downcast_ref::<wharf_queue::QueueError>()
+                    .is_some_and(wharf_queue::QueueError::is_misconfiguration)
+            });
+            if misconfigured {
+                ExitCode::from(EXIT_MISCONFIGURED)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

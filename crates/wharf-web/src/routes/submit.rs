@@ -59,6 +59,9 @@ async fn accept(
             return Err(Rejection::QueueFull);
         }
     }
+    if state.backlog.memory_full(state.memory_high_water_percent) {
+        return Err(Rejection::MemoryFull);
+    }
 
     let body = axum::body::to_bytes(body, settings.max_body_bytes)
         .await
@@ -84,6 +87,7 @@ async fn accept(
         settings.drop_client_ip,
     );
     let submission = Submission::new(route, attributes, body);
+    let encoded = submission.encoded_len();
 
     let started = Instant::now();
     let enqueued = tokio::time::timeout(
@@ -96,15 +100,36 @@ async fn accept(
         .time_with_tags("enqueue.duration", started.elapsed())
         .send();
     match enqueued {
-        Ok(Ok(_)) => Ok(StatusCode::OK),
+        Ok(Ok(_)) => {
+            state.backlog.admitted(encoded);
+            Ok(StatusCode::OK)
+        }
         Ok(Err(e)) => {
             tracing::warn!(type = "submission.enqueue_failed", error = %e, "could not enqueue a submission");
+            // The write may exist on the primary without its replicas: the client's retry can
+            // make a duplicate, which the worker lands like any other document.
+            if is_not_replicated(&e) {
+                state.backlog.admitted(encoded);
+                return Err(Rejection::NotReplicated);
+            }
             Err(Rejection::QueueUnavailable)
         }
         Err(_) => {
             tracing::warn!(type = "submission.enqueue_failed", error = "timeout", "enqueue timed out");
             Err(Rejection::QueueUnavailable)
         }
+    }
+}
+
+fn is_not_replicated(e: &wharf_queue::enqueue::EnqueueError) -> bool {
+    use wharf_queue::enqueue::EnqueueError;
+    use wharf_queue::QueueError;
+    match e {
+        EnqueueError::Queue(QueueError::NotReplicated { .. }) => true,
+        EnqueueError::Group { source, .. } => {
+            matches!(source.as_ref(), QueueError::NotReplicated { .. })
+        }
+        _ => false,
     }
 }
 
