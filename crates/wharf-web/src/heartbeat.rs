@@ -117,14 +117,14 @@ impl Heartbeat {
             Ok(Err(e)) => {
                 details.insert(
                     "redis",
-                    serde_json::json!({"message": format!("PING failed: {e}")}),
+                    serde_json::json!({"message": format!("Redis did not answer ROLE: {e}")}),
                 );
                 false
             }
             Err(_) => {
                 details.insert(
                     "redis",
-                    serde_json::json!({"message": format!("PING timed out after {timeout:?}")}),
+                    serde_json::json!({"message": format!("Redis did not answer ROLE after {timeout:?}")}),
                 );
                 false
             }
