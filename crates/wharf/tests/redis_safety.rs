@@ -296,3 +296,72 @@ async fn a_standalone_failover_is_followed_without_a_restart() {
         );
     }
 }
+
+/// Past `maxmemory` (a Redis filled by hand, or by an operator lowering it), Redis refuses every
+/// `MULTI` block and every `XADD`, but a worker's acknowledgement still goes through, so a full
+/// Redis drains instead of wedging.
+#[tokio::test(flavor = "multi_thread")]
+async fn acknowledgements_still_go_through_past_maxmemory() {
+    let redis = RedisServer::start_with(&["--maxmemory-policy", "noeviction"]);
+    let vars = vec![
+        ("REDIS_HOST".to_string(), "127.0.0.1".to_string()),
+        ("REDIS_PORT".to_string(), redis.port().to_string()),
+        ("S3_BUCKET".to_string(), BUCKET.to_string()),
+    ];
+    let settings = settings(&vars);
+    let subs = submissions("glean-test", &["main"], 200, 4096);
+    enqueue(&settings, &subs).await;
+    let mut conn = wharf_queue::connect(&settings.redis).unwrap_or_else(|e| panic!("{e}"));
+    let shards: Vec<wharf_queue::Shard> =
+        wharf_queue::Shard::all(settings.redis.queue_shards).collect();
+    wharf_queue::streams::ensure_groups(&mut conn, &shards)
+        .await
+        .unwrap_or_else(|e| panic!("groups: {e}"));
+    let read =
+        wharf_queue::streams::read_new(&mut conn, &shards, "w1", 1000, Duration::from_millis(100))
+            .await
+            .unwrap_or_else(|e| panic!("read: {e}"));
+    assert_eq!(read.len(), subs.len());
+
+    // Now Redis is over its limit: new documents are refused with OOM...
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1mb")
+        .query(&mut redis.connection())
+        .unwrap_or_else(|e| panic!("CONFIG SET: {e}"));
+    let refused = redis::cmd("XADD")
+        .arg(wharf_queue::Shard(0).stream())
+        .arg("*")
+        .arg("f")
+        .arg("v")
+        .query::<String>(&mut redis.connection());
+    assert!(
+        matches!(&refused, Err(e) if e.code() == Some("OOM")),
+        "Redis was not over maxmemory: {refused:?}"
+    );
+    let multi: redis::RedisResult<()> = redis::pipe()
+        .atomic()
+        .cmd("XACK")
+        .arg(wharf_queue::Shard(0).stream())
+        .arg(wharf_queue::GROUP)
+        .arg("0-1")
+        .query(&mut redis.connection());
+    assert!(
+        multi.is_err(),
+        "Redis accepted MULTI over maxmemory, so this test shows nothing"
+    );
+
+    // ...and the acknowledgement of what was written still goes through.
+    let mut by_shard: std::collections::BTreeMap<wharf_queue::Shard, Vec<String>> =
+        Default::default();
+    for entry in read {
+        by_shard.entry(entry.shard).or_default().push(entry.id);
+    }
+    let by_shard: Vec<_> = by_shard.into_iter().collect();
+    let acked = wharf_queue::streams::ack(&mut conn, &by_shard)
+        .await
+        .unwrap_or_else(|e| panic!("acknowledgement refused past maxmemory: {e}"));
+    assert_eq!(acked, subs.len() as u64);
+    assert_eq!(backlog(&redis), 0);
+}
