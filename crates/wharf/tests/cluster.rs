@@ -70,7 +70,7 @@ async fn shards_spread_over_every_master_and_every_document_lands_once() {
     aws_env();
     let cluster = RedisCluster::start(3, 1);
     let s3 = S3Server::start(BUCKET);
-    let (_web, port, _worker) = start_roles(&cluster, &s3, &[]).await;
+    let (_web, port, worker) = start_roles(&cluster, &s3, &[]).await;
 
     let owners: BTreeMap<Shard, u16> = Shard::all(SHARDS)
         .map(|shard| (shard, cluster.master_for_key(&shard.stream())))
@@ -99,6 +99,19 @@ async fn shards_spread_over_every_master_and_every_document_lands_once() {
         duplicates(&docs)
     );
     assert_eq!(docs.len(), N);
+
+    // `wharf check` in a worker container finds the worker's liveness record through the
+    // cluster (the record's key lives on whichever master owns its slot).
+    let vars = cluster_env(&cluster, &[]);
+    let mut check_vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), v.clone()))
+        .collect();
+    check_vars.push(("REDIS_HOST".into(), "127.0.0.1".into()));
+    let pid = worker.child.id().to_string();
+    let (healthy, output) =
+        run_wharf(&["check", "--role", "worker", "--pid", &pid], &check_vars).await;
+    assert!(healthy, "wharf check on a cluster: {output}");
 
     for (shard, master) in &owners {
         let mut conn = cluster.connection(*master);
