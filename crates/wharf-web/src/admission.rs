@@ -17,6 +17,9 @@ use wharf_queue::{QueueStats, Redis, Shard};
 /// How often the backlog and memory are sampled.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
 
+/// How often the list of shards to sample is read again.
+const SHARD_REFRESH: Duration = Duration::from_secs(5);
+
 /// The latest samples, shared by every request.
 #[derive(Clone, Default)]
 pub struct BacklogGauge {
@@ -82,14 +85,22 @@ impl BacklogGauge {
         self.admitted_at_sample.store(admitted, Ordering::Relaxed);
     }
 
-    /// Samples the backlog of shards `0..shards` and every master's memory forever; spawn it
-    /// once per process.
-    pub async fn run_sampler(self, mut conn: Redis, shards: u16) {
-        let shards: Vec<Shard> = Shard::all(shards).collect();
+    /// Samples the backlog (of shards `0..configured` and every shard a web node registered)
+    /// and every master's memory forever; spawn it once per process.
+    pub async fn run_sampler(self, mut conn: Redis, configured: u16) {
+        let mut shards: Vec<Shard> = Shard::all(configured).collect();
+        let mut shards_read_at: Option<tokio::time::Instant> = None;
         let mut ticker = tokio::time::interval(SAMPLE_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
+            // Another web node may write to more shards than this one: their backlog counts too.
+            if shards_read_at.is_none_or(|t| t.elapsed() >= SHARD_REFRESH) {
+                if let Ok(known) = wharf_queue::streams::known_shards(&mut conn, configured).await {
+                    shards = known;
+                    shards_read_at = Some(tokio::time::Instant::now());
+                }
+            }
             self.record(QueueStats::backlog(&mut conn, &shards).await.ok());
             // Read before INFO is sent: bytes admitted from here on may be missing from it.
             let admitted = self.admitted_bytes.load(Ordering::Relaxed);

@@ -315,6 +315,46 @@ async fn a_full_queue_gets_507_with_retry_after() {
     );
 }
 
+/// A backlog in a shard only another web node writes to (registered in `wharf:queue:shards`,
+/// beyond this node's `QUEUE_SHARDS`) counts toward the limit too.
+#[tokio::test]
+async fn a_backlog_in_a_shard_another_node_registered_counts_toward_507() {
+    let app = spawn_app(&[("MAX_QUEUE_DEPTH", "1000"), ("QUEUE_DEPTH_WARNING", "500")]).await;
+    let mut conn = app.redis.connection();
+    let extra = wharf_queue::Shard(900);
+    let _: () = redis::cmd("SADD")
+        .arg("wharf:queue:shards")
+        .arg(extra.0)
+        .query(&mut conn)
+        .unwrap();
+    let mut fill = redis::pipe();
+    for _ in 0..1000 {
+        fill.cmd("XADD")
+            .arg(extra.stream())
+            .arg("*")
+            .arg("v")
+            .arg("2");
+    }
+    let _: Vec<String> = fill.query(&mut conn).unwrap();
+    // The sampler reads the shard registry again every 5 s. Until then this node's own
+    // submissions add to the backlog it sees, but 600 of them stay under the limit of 1000:
+    // only the registered shard's 1000 entries can bring the refusal.
+    let mut accepted = 0;
+    let refused = loop {
+        let r = app.post(&submit_path("ns"), "x").await;
+        if r.status() == 507 {
+            break true;
+        }
+        assert_eq!(r.status(), 200);
+        accepted += 1;
+        if accepted == 600 {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(refused, "the registered shard's backlog was not counted");
+}
+
 #[tokio::test]
 async fn redis_outage_gets_503_with_retry_after_then_recovers() {
     let mut app = spawn_app(&[]).await;
