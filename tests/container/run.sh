@@ -76,6 +76,7 @@ cleanup() {
         ids=$(docker ps -aq --filter "label=wharf-ci-run=$RUN_ID")
         [ -n "$ids" ] && docker rm -f -v $ids >/dev/null 2>&1
         docker network rm "$NET" >/dev/null 2>&1
+        docker network ls -q --filter "label=wharf-ci-run=$RUN_ID" | xargs -r docker network rm >/dev/null 2>&1
         docker volume ls -q --filter "label=wharf-ci-run=$RUN_ID" | xargs -r docker volume rm >/dev/null 2>&1
         # stage images and replaced tags left by this run's builds (none existed before it)
         comm -13 <(echo "$DANGLING_BEFORE") <(dangling) | xargs -r docker rmi >/dev/null 2>&1
@@ -338,6 +339,16 @@ docker inspect "$RUN_ID-worker" >/dev/null 2>&1 && timed "docker stop worker" st
 docker inspect "$RUN_ID-web" >/dev/null 2>&1 && timed "docker stop web" stop_check "$RUN_ID-web" web
 docker ps -aq --filter "label=wharf-ci-run=$RUN_ID" | xargs -r docker rm -f -v >/dev/null
 docker network rm "$NET" >/dev/null 2>&1
+
+# ------------------------------------------------------------------ partition
+# A worker cut off from Redis (docker network disconnect) after its PutObject, before its
+# acknowledgement, then reconnected: nothing lost, duplicates = worker.entries.lost_lease.
+if timed "partition (tests/container/partition.sh)" env WHARF_CI_IMAGE="$IMAGE" \
+        WHARF_CI_DEVTOOLS_IMAGE="$DEVTOOLS_IMAGE" WHARF_CI_RUN="$RUN_ID" bash tests/container/partition.sh; then
+    ok "partition: worker cut off from Redis between PutObject and ack, reconnected: nothing lost, duplicates counted"
+else
+    bad "partition: tests/container/partition.sh (its [partition] lines say which step)"
+fi
 
 # ------------------------------------------------------------------ compose, as written
 # Only environment variables differ from a developer's `docker compose up --build`: the built
