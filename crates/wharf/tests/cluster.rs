@@ -372,3 +372,60 @@ async fn without_replica_acknowledgement_a_killed_master_may_lose_its_tail() {
     );
     assert!(!accepted.is_empty());
 }
+
+/// The eviction guard and memory admission read every master, not just the seed node: one
+/// master with `allkeys-lru` stops both roles (exit 2), and `__heartbeat__` reports the fullest
+/// master's `maxmemory`.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_master_is_checked_for_eviction_and_memory() {
+    aws_env();
+    let cluster = RedisCluster::start(3, 1);
+    let s3 = S3Server::start(BUCKET);
+    let masters = cluster.masters();
+    let seed = cluster.seed_port();
+    let other = *masters
+        .iter()
+        .find(|m| **m != seed)
+        .unwrap_or_else(|| panic!("no master besides the seed {seed}: {masters:?}"));
+    let config_set = |port: u16, name: &str, value: &str| {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query(&mut cluster.connection(port))
+            .unwrap_or_else(|e| panic!("CONFIG SET {name} on {port}: {e}"));
+    };
+    config_set(other, "maxmemory-policy", "allkeys-lru");
+    let vars = cluster_env(&cluster, &[]);
+    let refs = as_refs(&vars);
+    let mut worker = WorkerProcess::spawn(&worker_env(seed, &s3, &refs));
+    let status = worker
+        .wait_exit(LONG)
+        .unwrap_or_else(|| panic!("worker ran on an evicting master: {:?}", worker.output()));
+    assert_eq!(status.code(), Some(2), "{:?}", worker.output());
+    let output = worker.output().join("\n");
+    assert!(output.contains("of 3 in the cluster"), "{output}");
+
+    config_set(other, "maxmemory-policy", "noeviction");
+    // Different limits per master: the heartbeat reports the fullest one, whichever it is.
+    for (i, master) in masters.iter().enumerate() {
+        config_set(
+            *master,
+            "maxmemory",
+            &format!("{}", (i + 1) * 64 * 1024 * 1024),
+        );
+    }
+    let (_web, port) = start_web(seed, &refs).await;
+    let body: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/__heartbeat__"))
+        .await
+        .unwrap_or_else(|e| panic!("heartbeat: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("heartbeat body: {e}"));
+    assert_eq!(body["checks"]["redis_memory"], "ok", "{body}");
+    assert_eq!(
+        body["details"]["redis_memory"]["maxmemory_bytes"],
+        64 * 1024 * 1024,
+        "the smallest limit is the fullest master with equal use: {body}"
+    );
+}
