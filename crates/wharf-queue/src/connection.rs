@@ -10,6 +10,11 @@
 //! - A cluster: redis-rs's cluster client, which follows `MOVED`/`ASK`, refreshes its slot map on
 //!   `READONLY` and connection errors, and waits and retries on `CLUSTERDOWN`, `MASTERDOWN`,
 //!   `LOADING` and `TRYAGAIN`, within the configured timeout.
+//! - Both: a link that dies silently (a partition, a peer that vanished without a reset) would
+//!   otherwise keep its socket for the kernel's full retransmission time, about 15 minutes, with
+//!   every command timing out meanwhile. Every socket gets TCP keepalive and `TCP_USER_TIMEOUT`,
+//!   so the kernel gives up on it within seconds, and a standalone connection is also replaced
+//!   after a response timeout.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -85,19 +90,25 @@ const FAILOVER_CODES: [&str; 6] = [
     "ASK",
 ];
 
-/// Whether a command's outcome says the node no longer takes writes.
+/// Whether an error calls for a new connection: the node no longer takes writes, or it did not
+/// answer in time (a connection whose link died silently keeps timing out until replaced).
+fn needs_new_connection(e: &RedisError) -> bool {
+    e.is_timeout() || e.code().is_some_and(|code| FAILOVER_CODES.contains(&code))
+}
+
+/// Whether a command's outcome calls for a new connection.
 fn is_failover(result: &Result<Value, RedisError>) -> bool {
     match result {
-        Err(e) => e.code().is_some_and(|code| FAILOVER_CODES.contains(&code)),
+        Err(e) => needs_new_connection(e),
         Ok(Value::ServerError(e)) => FAILOVER_CODES.contains(&e.code()),
         Ok(_) => false,
     }
 }
 
-/// Whether any reply of a pipeline says the node no longer takes writes.
+/// Whether a pipeline's outcome, or any of its replies, calls for a new connection.
 fn is_failover_any(result: &Result<Vec<Value>, RedisError>) -> bool {
     match result {
-        Err(e) => e.code().is_some_and(|code| FAILOVER_CODES.contains(&code)),
+        Err(e) => needs_new_connection(e),
         Ok(values) => values
             .iter()
             .any(|v| matches!(v, Value::ServerError(e) if FAILOVER_CODES.contains(&e.code()))),
@@ -265,7 +276,30 @@ pub fn connect_blocking(settings: &RedisSettings, block: Duration) -> Result<Red
     open(settings, block + settings.timeout)
 }
 
+/// Keepalive probes after this much idle time, then every [`KEEPALIVE_INTERVAL`], give up after
+/// [`KEEPALIVE_RETRIES`]: an idle connection (a worker blocked in `XREADGROUP`) to a vanished
+/// peer fails within about 11 s.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const KEEPALIVE_RETRIES: u32 = 3;
+
+/// TCP settings for every connection: keepalive for idle links, and `TCP_USER_TIMEOUT` (data
+/// sent but unacknowledged by the peer's kernel for longer than that closes the socket), never
+/// shorter than the response timeout so a slow answer is not mistaken for a dead link.
+fn tcp_settings(response_timeout: Duration) -> redis::io::tcp::TcpSettings {
+    use redis::io::tcp::socket2::TcpKeepalive;
+    let keepalive = TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES);
+    redis::io::tcp::TcpSettings::default()
+        .set_keepalive(keepalive)
+        .set_user_timeout(response_timeout.max(Duration::from_secs(5)))
+}
+
 fn open(settings: &RedisSettings, response_timeout: Duration) -> Result<Redis, QueueError> {
+    use redis::IntoConnectionInfo;
+    let tcp = tcp_settings(response_timeout);
     if settings.cluster {
         // The seed is any node (an ElastiCache configuration endpoint): the client reads the
         // slot map from it and connects to the masters it names.
@@ -278,6 +312,7 @@ fn open(settings: &RedisSettings, response_timeout: Duration) -> Result<Redis, Q
             .min_retry_wait(20)
             .max_retry_wait(u64::try_from(settings.timeout.as_millis() / 2).unwrap_or(500))
             .overall_response_timeout(Some(response_timeout))
+            .tcp_settings(tcp)
             .build()?;
         let config = ClusterConfig::new()
             .set_connection_timeout(settings.timeout)
@@ -287,7 +322,8 @@ fn open(settings: &RedisSettings, response_timeout: Duration) -> Result<Redis, Q
             inner: Inner::Cluster(conn),
         });
     }
-    let client = redis::Client::open(settings.url())?;
+    let info = settings.url().into_connection_info()?.set_tcp_settings(tcp);
+    let client = redis::Client::open(info)?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(settings.timeout))
         .set_response_timeout(Some(response_timeout))

@@ -1,7 +1,8 @@
 //! A loopback TCP proxy on a free port, to stand between the code under test and a real server:
 //! its target can be switched at runtime and every live connection cut at once, as when a DNS
 //! name or a load balancer moves to a new primary, and new connections can be held or refused,
-//! as in a network outage.
+//! as in a network outage. Live connections can also be stalled: kept open but silent, as a link
+//! whose packets are dropped, which no error reveals.
 //!
 //! Like the S3 server it runs on its own thread and runtime, so it serves plain `#[test]`s and
 //! `#[tokio::test]`s alike, and every control call has taken effect when it returns.
@@ -53,6 +54,8 @@ struct Shared {
     target: Mutex<SocketAddr>,
     accepted: AtomicU64,
     live: Arc<AtomicUsize>,
+    /// Bumped by [`TcpProxy::stall`]: connections forwarded before the bump go silent.
+    stalls: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -90,6 +93,7 @@ impl TcpProxy {
             target: Mutex::new(target),
             accepted: AtomicU64::new(0),
             live: Arc::default(),
+            stalls: tokio::sync::watch::Sender::new(0),
         });
         let (control, commands) = tokio_mpsc::unbounded_channel();
         let state = Arc::clone(&shared);
@@ -142,6 +146,15 @@ impl TcpProxy {
     /// child holds copies of the proxy's sockets until it execs).
     pub fn cut(&self) {
         self.send(Control::Cut);
+    }
+
+    /// Every live connection stops forwarding, both ways, but stays open: a silent partition,
+    /// where requests time out and no error or close ever comes. New connections are forwarded
+    /// as usual (as if the client found another route).
+    pub fn stall(&self) {
+        self.shared
+            .stalls
+            .send_modify(|generation| *generation += 1);
     }
 
     /// From now on new connections are accepted but nothing is forwarded until
@@ -225,7 +238,12 @@ async fn run(
                 if mode == Mode::Hold {
                     held.push((client, live));
                 } else {
-                    connections.spawn(forward(client, shared.target(), live));
+                    connections.spawn(forward(
+                        client,
+                        shared.target(),
+                        live,
+                        shared.stalls.subscribe(),
+                    ));
                 }
             }
             // Out of descriptors and the like: try again shortly rather than spin.
@@ -249,7 +267,12 @@ async fn run(
                 }
                 if new == Mode::Open {
                     for (client, live) in held.drain(..) {
-                        connections.spawn(forward(client, shared.target(), live));
+                        connections.spawn(forward(
+                            client,
+                            shared.target(),
+                            live,
+                            shared.stalls.subscribe(),
+                        ));
                     }
                 }
                 mode = new;
@@ -271,15 +294,28 @@ async fn accept(listener: Option<&TcpListener>) -> std::io::Result<TcpStream> {
 }
 
 /// Forwards one client connection to `target` until either side closes; the client is closed
-/// at once if the target cannot be reached, as it would be by a server that is down.
-async fn forward(mut client: TcpStream, target: SocketAddr, _live: Live) {
+/// at once if the target cannot be reached, as it would be by a server that is down. After
+/// [`TcpProxy::stall`] it forwards nothing more but keeps both sockets open until cut.
+async fn forward(
+    mut client: TcpStream,
+    target: SocketAddr,
+    _live: Live,
+    mut stalls: tokio::sync::watch::Receiver<u64>,
+) {
     let Ok(mut upstream) = TcpStream::connect(target).await else {
         return;
     };
     // Requests and replies are small: do not let Nagle hold them back.
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    let started = *stalls.borrow_and_update();
+    let stalled = tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => false,
+        _ = stalls.wait_for(|generation| *generation != started) => true,
+    };
+    if stalled {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Aborts every forwarding task and waits until each has dropped (so closed) its sockets.

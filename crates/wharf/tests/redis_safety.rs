@@ -365,3 +365,62 @@ async fn acknowledgements_still_go_through_past_maxmemory() {
     assert_eq!(acked, subs.len() as u64);
     assert_eq!(backlog(&redis), 0);
 }
+
+/// Every live connection goes silent (a partition that drops packets: no error, no close) while
+/// new connections get through. Without a fresh connection after a timeout, redis-rs would keep
+/// the dead one until the kernel gives up on it, about 15 minutes; web and worker must write
+/// again within 10 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silently_dead_link_is_replaced_within_seconds() {
+    aws_env();
+    let redis = RedisServer::start();
+    let proxy = TcpProxy::start(redis.port());
+    let s3 = S3Server::start(BUCKET);
+    let timeout = [("REDIS_TIMEOUT_MS", "500")];
+    let (web, port) = start_web(proxy.port(), &timeout).await;
+    let worker = WorkerProcess::spawn(&worker_env(
+        proxy.port(),
+        &s3,
+        &[
+            ("REDIS_TIMEOUT_MS", "500"),
+            ("BATCH_MAX_AGE_MS", "300"),
+            ("WORKER_POLL_INTERVAL_MS", "500"),
+        ],
+    ));
+    let client = reqwest::Client::new();
+    assert_eq!(
+        post(&client, port, &doc_id(1), b"{}".to_vec())
+            .await
+            .status(),
+        200
+    );
+    assert!(
+        wait_landed(&s3, 1, LONG).await,
+        "nothing landed before the stall"
+    );
+
+    proxy.stall();
+    let stalled = Instant::now();
+    let mut n = 100;
+    let web_back = eventually(Duration::from_secs(10), || {
+        n += 1;
+        let id = doc_id(n);
+        let client = client.clone();
+        async move { post(&client, port, &id, b"{}".to_vec()).await.status() == 200 }
+    })
+    .await;
+    let web_recovery = stalled.elapsed();
+    assert!(
+        web_back,
+        "web still failing 10 s after its link went silent: {:?}",
+        web.output()
+    );
+    let worker_back = wait_landed(&s3, 2, Duration::from_secs(10)).await;
+    let worker_recovery = stalled.elapsed();
+    assert!(
+        worker_back,
+        "worker landed nothing 10 s after its links went silent: {:?}",
+        worker.output()
+    );
+    eprintln!("silent link: web writing again after {web_recovery:?}, worker landing after {worker_recovery:?}");
+}
