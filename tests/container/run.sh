@@ -349,6 +349,15 @@ if timed "partition (tests/container/partition.sh)" env WHARF_CI_IMAGE="$IMAGE" 
 else
     bad "partition: tests/container/partition.sh (its [partition] lines say which step)"
 fi
+# The same, reconnected at another address: its old connections die silently, and the worker
+# must notice (TCP keepalive, a new connection after a timeout) rather than wait for the kernel.
+if timed "partition, new address" env WHARF_CI_IMAGE="$IMAGE" \
+        WHARF_CI_DEVTOOLS_IMAGE="$DEVTOOLS_IMAGE" WHARF_CI_RUN="$RUN_ID" \
+        PARTITION_RECONNECT=new-address bash tests/container/partition.sh; then
+    ok "partition: worker reconnected at a new address recovers by itself"
+else
+    bad "partition, new address: tests/container/partition.sh (its [partition] lines say which step)"
+fi
 
 # ------------------------------------------------------------------ compose, as written
 # Only environment variables differ from a developer's `docker compose up --build`: the built
