@@ -29,7 +29,8 @@
 #
 # PARTITION_RECONNECT=new-address reconnects A at another address instead (as after a DHCP
 # renewal, or a NAT or firewall that silently dropped the connections): A must then reconnect to
-# Redis by itself. Not part of run.sh: see docs/worker.md, "Partitions".
+# Redis by itself (TCP keepalive, a new connection after a timeout). run.sh runs both ways; see
+# docs/worker.md, "Partitions".
 #
 # Inputs (all optional): WHARF_CI_IMAGE, WHARF_CI_DEVTOOLS_IMAGE (the images run.sh builds),
 # WHARF_CI_RUN (label value, so that run.sh's cleanup finds these containers too),
