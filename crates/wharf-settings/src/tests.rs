@@ -279,3 +279,34 @@ fn durations_are_bounded_and_the_claim_idle_time_must_outlast_renewals() {
     )
     .is_ok());
 }
+
+#[test]
+fn redis_safety_settings_default_safe_and_are_bounded() {
+    let s = from_vars(Role::Web, vars(&[("REDIS_HOST", "r")])).unwrap();
+    assert!(!s.redis.cluster);
+    assert_eq!(s.redis.min_replicas_ack, 0);
+    assert_eq!(s.redis.memory_high_water_percent, 80);
+    assert!(!s.redis.allow_eviction_data_loss);
+
+    let err = from_vars(
+        Role::Web,
+        vars(&[
+            ("REDIS_HOST", "r"),
+            ("REDIS_CLUSTER", "true"),
+            ("REDIS_DB", "3"),
+            ("REDIS_MIN_REPLICAS_ACK", "6"),
+            ("REDIS_MEMORY_HIGH_WATER_PERCENT", "99"),
+            ("REDIS_ALLOW_EVICTION_DATA_LOSS", "perhaps"),
+        ]),
+    )
+    .unwrap_err();
+    let named: Vec<&str> = err.problems().iter().map(|p| p.variable.as_str()).collect();
+    for variable in [
+        "REDIS_DB",
+        "REDIS_MIN_REPLICAS_ACK",
+        "REDIS_MEMORY_HIGH_WATER_PERCENT",
+        "REDIS_ALLOW_EVICTION_DATA_LOSS",
+    ] {
+        assert!(named.contains(&variable), "{variable} not reported: {err}");
+    }
+}
