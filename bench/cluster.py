@@ -3,10 +3,11 @@
 request and Redis CPU per document (every redis-server of the configuration), against a standalone
 Redis measured in the same run; then the same documents end to end through workers.
 
-    bench/run --cluster                  # default, about 8 minutes on 2 cores -> bench/results/cluster-latest.json
+    bench/run --cluster                  # default, about 7 minutes on 2 cores -> bench/results/cluster-latest.json
     bench/run --cluster --quick --check  # smoke run, about 30 s -> bench/results/quick.cluster.json
     python3 bench/cluster.py --bin-dir target/release [--rounds 7] [--duration 3] [--shards 12]
     python3 bench/cluster.py --report bench/results/cluster-latest.json   # Markdown tables
+    python3 bench/cluster.py --layout 12 3   # which master holds each shard stream
 
 Configurations (each its own Redis processes and `wharf web`, all started before the first
 phase; only the one under load is busy):
@@ -88,6 +89,35 @@ def spread(shards: int, masters: int) -> list[int]:
         slot = shard_slot(n)
         counts[next(i for i, (a, b) in enumerate(ranges) if a <= slot <= b)] += 1
     return counts
+
+
+def balanced_ranges(shards: int, masters: int) -> list[tuple[int, int]]:
+    """Contiguous slot ranges, one per master, that give every master the same number of shard
+    streams (shards must be a multiple of masters): cut half way between the sorted shard slots.
+    The ranges differ in size; only the shard streams (and two small keys) carry load."""
+    if shards % masters:
+        raise HarnessError(f"{shards} shards cannot spread evenly over {masters} masters")
+    slots = sorted(shard_slot(n) for n in range(shards))
+    per, first, out = shards // masters, 0, []
+    for k in range(masters):
+        last = SLOTS - 1 if k == masters - 1 else (slots[(k + 1) * per - 1] + slots[(k + 1) * per]) // 2
+        out.append((first, last))
+        first = last + 1
+    return out
+
+
+def layout_text(shards: int, masters: int) -> str:
+    """`--layout`: where shards 0..shards-1 land with evenly split slot ranges, and a balanced layout."""
+    lines = [f"QUEUE_SHARDS={shards} over {masters} masters"]
+    even = even_ranges(masters)
+    lines.append(f"  evenly split slot ranges (redis-cli --cluster create): shards per master {spread(shards, masters)}")
+    for i, (a, b) in enumerate(even):
+        lines.append(f"    master {i}: slots {a}-{b}: shards {[n for n in range(shards) if a <= shard_slot(n) <= b]}")
+    if shards % masters == 0:
+        lines.append("  balanced contiguous ranges (CLUSTER ADDSLOTSRANGE at creation, or move the slots):")
+        for i, (a, b) in enumerate(balanced_ranges(shards, masters)):
+            lines.append(f"    master {i}: slots {a}-{b}: shards {[n for n in range(shards) if a <= shard_slot(n) <= b]}")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- redis
@@ -431,6 +461,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin-dir", help="directory holding wharf and s3-standin (bench/run passes it)")
     ap.add_argument("--report", metavar="JSON", help="print a result file as Markdown tables and exit")
+    ap.add_argument("--layout", nargs=2, type=int, metavar=("SHARDS", "MASTERS"),
+                    help="print which master holds each shard stream, with evenly split slot ranges and with "
+                    "balanced ones, and exit")
     ap.add_argument("--quick", action="store_true", help="smoke run (about 30 s): standalone, cluster-1m and cluster-3m, "
                     "1 round of 2 s, end to end on cluster-3m only")
     ap.add_argument("--check", action="store_true", help="exit non-zero unless every configuration produced figures")
@@ -451,6 +484,9 @@ def main() -> int:
     args = ap.parse_args()
     if args.report:
         print(report(json.load(open(args.report))))
+        return 0
+    if args.layout:
+        print(layout_text(*args.layout))
         return 0
     if not args.bin_dir:
         ap.error("--bin-dir is required (or run bench/run --cluster)")
