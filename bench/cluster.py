@@ -476,6 +476,9 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=1024, help="document size in bytes before gzip")
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--no-replicas", action="store_true", help="leave out the 6-node configurations")
+    ap.add_argument("--wait-shards", default="", metavar="N,N",
+                    help="more REDIS_MIN_REPLICAS_ACK=1 webs on the 6 nodes, one per QUEUE_SHARDS value given "
+                    "(cluster-3m-r1-wait1-s<N>; saturation only): how WAIT's cost depends on shards per master")
     ap.add_argument("--no-s60", action="store_true", help="leave out the QUEUE_SHARDS=60 configuration")
     ap.add_argument("--e2e-duration", type=float, help="seconds of end-to-end load per configuration (default 20, quick 3; 0: none)")
     ap.add_argument("--e2e-load", type=float, default=0.6,
@@ -529,6 +532,8 @@ def main() -> int:
         rep.cluster = RedisCluster(rep, "3m-r1", 3, 1)
         wait1 = target("cluster-3m-r1-wait1", web_env={"REDIS_MIN_REPLICAS_ACK": "1"})
         targets += [rep, wait1]
+        for n in (int(x) for x in args.wait_shards.split(",") if x.strip()):
+            targets.append(target(f"cluster-3m-r1-wait1-s{n}", shards=n, web_env={"REDIS_MIN_REPLICAS_ACK": "1"}))
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": " ".join(["bench/cluster.py", *sys.argv[1:]]),
@@ -547,7 +552,7 @@ def main() -> int:
         for t in targets:
             if t.name == "cluster-3m-s60":
                 t.use_cluster_of(three)
-            elif t.name == "cluster-3m-r1-wait1":
+            elif t.name.startswith("cluster-3m-r1-wait1"):
                 t.use_cluster_of(rep)
             else:
                 log(f"{t.name}: starting redis")
@@ -633,7 +638,8 @@ def main() -> int:
 
         # End to end through workers, the same offered rate for each configuration.
         if e2e_duration > 0:
-            e2e_targets = [t for t in targets if t.name != "cluster-3m-s60" and (not quick or t.name == "cluster-3m")]
+            e2e_targets = [t for t in targets if t.name != "cluster-3m-s60" and "-wait1-s" not in t.name
+                           and (not quick or t.name == "cluster-3m")]
             # The rate comes from the configurations without WAIT, so that WAIT's cost shows as
             # fewer accepted documents rather than a lower rate for everyone.
             lowest = min(result["configurations"][t.name]["median_rps"] for t in e2e_targets
@@ -694,7 +700,7 @@ def check(r: dict, e2e: bool) -> list[str]:
     for name, c in r.get("configurations", {}).items():
         if not c.get("rounds") or any(not f.get("ok") or f.get("redis_cpu_us_per_doc") is None for f in c["rounds"]):
             problems.append(f"{name}: a saturation phase has no successful requests")
-        if e2e and name != "cluster-3m-s60" and (r["mode"] != "quick" or name == "cluster-3m"):
+        if e2e and name != "cluster-3m-s60" and "-wait1-s" not in name and (r["mode"] != "quick" or name == "cluster-3m"):
             e = c.get("end_to_end")
             if not e or not e.get("landed_unique") or not e.get("all_accepted_landed"):
                 problems.append(f"{name}: end to end did not land every accepted document")
