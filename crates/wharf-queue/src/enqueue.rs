@@ -203,9 +203,32 @@ impl Target {
                 None => groups.push((key, vec![(index, shard, submission)])),
             }
         }
-        let results =
+        let mut results =
             futures::future::join_all(groups.iter().map(|(_, members)| self.push_group(members)))
                 .await;
+        // A cluster's WAITs go only after every shard's XADDs were answered. Sent with them, each
+        // shard's WAIT blocked the node's one connection, so the next shard's XADDs queued behind
+        // it and waited for their own replication: one replica round trip per shard, in turn.
+        // Sent after, the first WAIT on a node covers every write before it on that connection,
+        // and the others on that node return at once.
+        if let (Some(replication), true) = (self.replication, self.conn.is_cluster()) {
+            let confirmed = futures::future::join_all(groups.iter().zip(&results).map(
+                |((shard, _), pushed)| async move {
+                    match (shard, pushed.as_ref().ok().and_then(|ids| ids.last())) {
+                        (Some(shard), Some(last)) => {
+                            Some(self.confirm(*shard, last, replication).await)
+                        }
+                        _ => None,
+                    }
+                },
+            ))
+            .await;
+            for (result, confirmation) in results.iter_mut().zip(confirmed) {
+                if let Some(Err(e)) = confirmation {
+                    *result = Err(e);
+                }
+            }
+        }
         let mut out: Vec<(usize, Placed)> = Vec::with_capacity(count);
         for ((_, members), result) in groups.iter().zip(results) {
             match result {
@@ -236,28 +259,66 @@ impl Target {
             pipe.add_command(submission.xadd(&shard.stream())?);
         }
         let mut conn = self.conn.clone();
-        let Some(replication) = self.replication else {
+        // A cluster confirms replication afterwards, for all shards at once (see `push`).
+        let Some(replication) = self.replication.filter(|_| !self.conn.is_cluster()) else {
             return Ok(pipe.query_async(&mut conn).await?);
         };
-        pipe.cmd("WAIT")
-            .arg(replication.replicas)
-            .arg(u64::try_from(replication.timeout.as_millis()).unwrap_or(u64::MAX));
+        wait(&mut pipe, replication);
         let mut replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-        let reached = match replies.pop() {
-            Some(redis::Value::Int(n)) => n,
-            _ => 0,
-        };
-        if reached < i64::from(replication.replicas) {
-            // The writes are on the primary and may still reach a replica, or be lost in a
-            // failover: the caller answers 503, and a client retry may make a duplicate.
-            return Err(QueueError::NotReplicated {
-                wanted: replication.replicas,
-                reached,
-            });
-        }
+        check_replicas(replies.pop(), replication)?;
         Ok(redis::from_redis_value(redis::Value::Array(replies))
             .map_err(redis::RedisError::from)?)
     }
+
+    /// `WAIT` on the master of `shard`'s slot, behind an `XRANGE` of the group's last entry,
+    /// which routes the pipeline there and proves the writes are on that master: `WAIT` only
+    /// covers writes made on its own connection, so after a reconnect (a failover between the
+    /// two round trips) it would confirm writes the new master never had.
+    async fn confirm(
+        &self,
+        shard: Shard,
+        last: &str,
+        replication: Replication,
+    ) -> Result<(), QueueError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("XRANGE").arg(shard.stream()).arg(last).arg(last);
+        wait(&mut pipe, replication);
+        let mut replies: Vec<redis::Value> = pipe.query_async(&mut self.conn.clone()).await?;
+        let waited = replies.pop();
+        match replies.pop() {
+            Some(redis::Value::Array(found)) if !found.is_empty() => {
+                check_replicas(waited, replication)
+            }
+            _ => Err(QueueError::NotReplicated {
+                wanted: replication.replicas,
+                reached: 0,
+            }),
+        }
+    }
+}
+
+/// Appends `WAIT <replicas> <timeout ms>`.
+fn wait(pipe: &mut redis::Pipeline, replication: Replication) {
+    pipe.cmd("WAIT")
+        .arg(replication.replicas)
+        .arg(u64::try_from(replication.timeout.as_millis()).unwrap_or(u64::MAX));
+}
+
+/// Whether `WAIT`'s reply reached the replicas asked for.
+fn check_replicas(reply: Option<redis::Value>, replication: Replication) -> Result<(), QueueError> {
+    let reached = match reply {
+        Some(redis::Value::Int(n)) => n,
+        _ => 0,
+    };
+    if reached < i64::from(replication.replicas) {
+        // The writes are on the primary and may still reach a replica, or be lost in a
+        // failover: the caller answers 503, and a client retry may make a duplicate.
+        return Err(QueueError::NotReplicated {
+            wanted: replication.replicas,
+            reached,
+        });
+    }
+    Ok(())
 }
 
 /// Takes whatever is waiting (within the limits) whenever a pipeline slot is free, and sends it.
