@@ -128,13 +128,23 @@ impl RedisServer {
         replica
     }
 
-    /// Blocks until this server lists the replica on `replica_port` as `state=online`; panics after `timeout`.
+    /// Blocks until the replica on `replica_port` is usable: this server lists it as
+    /// `state=online`, and a write here is confirmed by `WAIT 1` and readable there. `online`
+    /// alone comes as soon as the snapshot is sent, while the replica may still be loading it
+    /// (and acknowledges nothing), which made `WAIT 1` return 0 on a loaded machine. Panics after
+    /// `timeout`.
     pub fn wait_for_replica(&self, replica_port: u16, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         let mut last = String::new();
         while Instant::now() < deadline {
             match info(self.port, "replication") {
-                Ok(text) if replica_online(&text, replica_port) => return,
+                Ok(text) if replica_online(&text, replica_port) => {
+                    match self.replicates_to(replica_port) {
+                        Ok(true) => return,
+                        Ok(false) => last = "online, but a probe write did not reach it".into(),
+                        Err(e) => last = e.to_string(),
+                    }
+                }
                 Ok(text) => last = text,
                 Err(e) => last = e.to_string(),
             }
@@ -144,6 +154,20 @@ impl RedisServer {
             "redis {} did not list replica {replica_port} as online within {timeout:?}; INFO replication:\n{last}",
             self.port
         );
+    }
+
+    /// Writes a probe key here, waits for one replica to confirm it, reads it on
+    /// `replica_port`, and deletes it again.
+    fn replicates_to(&self, replica_port: u16) -> redis::RedisResult<bool> {
+        const PROBE: &str = "testkit:replication-probe";
+        let mut conn = connect(self.port)?;
+        let value = format!("{}", std::process::id());
+        let _: () = redis::cmd("SET").arg(PROBE).arg(&value).query(&mut conn)?;
+        let acked: i64 = redis::cmd("WAIT").arg(1).arg(200).query(&mut conn)?;
+        let seen: Option<String> = query(replica_port, redis::cmd("GET").arg(PROBE))?;
+        let _: () = redis::cmd("DEL").arg(PROBE).query(&mut conn)?;
+        let _: i64 = redis::cmd("WAIT").arg(1).arg(200).query(&mut conn)?;
+        Ok(acked >= 1 && seen.as_deref() == Some(value.as_str()))
     }
 
     /// Makes this server a primary (`REPLICAOF NO ONE`): it keeps its data and accepts writes.
