@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::ports::free_port;
 use crate::redis_server::{
-    base_args, cli_bin, info, info_field, log_file, query, replica_online, server_bin,
-    wait_until_ready,
+    cli_bin, info, info_field, query, replica_online, spawn_server, wait_until_ready,
 };
 
 /// Every slot of a cluster: 0..=16383.
@@ -45,23 +44,18 @@ impl Node {
             "redis node {} already running",
             self.port
         );
-        let bin = server_bin();
-        let child = Command::new(&bin)
-            .arg("--port")
-            .arg(self.port.to_string())
-            .args(base_args(self.dir.path()))
-            .args(["--cluster-enabled", "yes"])
-            .args(["--cluster-config-file", "nodes.conf"])
-            .args(["--cluster-node-timeout", "1000"])
-            .arg("--cluster-port")
-            .arg(self.bus_port.to_string())
-            .stdout(log_file(self.dir.path()))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("could not start {bin} (install redis-server, or set REDIS_SERVER_BIN): {e}")
-            });
-        self.child = Some(child);
+        let bus_port = self.bus_port.to_string();
+        let cluster_args = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "1000",
+            "--cluster-port",
+            &bus_port,
+        ];
+        self.child = Some(spawn_server(self.port, self.dir.path(), &cluster_args));
         self.killed_at = None;
         wait_until_ready(self.port, &mut self.child, self.dir.path())
     }

@@ -76,19 +76,7 @@ impl RedisServer {
     /// A server started with `--replicaof` comes back as a replica even if it was promoted since.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "redis-server already running");
-        let bin = server_bin();
-        let child = Command::new(&bin)
-            .arg("--port")
-            .arg(self.port.to_string())
-            .args(base_args(self.dir.path()))
-            .args(&self.args)
-            .stdout(log_file(self.dir.path()))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("could not start {bin} (install redis-server, or set REDIS_SERVER_BIN): {e}")
-            });
-        self.child = Some(child);
+        self.child = Some(spawn_server(self.port, self.dir.path(), &self.args));
         if let Err(e) = wait_until_ready(self.port, &mut self.child, self.dir.path()) {
             panic!("{e}");
         }
@@ -287,6 +275,27 @@ pub(crate) fn query<T: redis::FromRedisValue>(
     cmd: &redis::Cmd,
 ) -> redis::RedisResult<T> {
     cmd.query(&mut connect(port)?)
+}
+
+/// Starts `redis-server` on `port` in `dir` with the shared base arguments, then `extra`; its
+/// output goes to the log file in `dir`. Does not wait for it to answer.
+pub(crate) fn spawn_server(
+    port: u16,
+    dir: &std::path::Path,
+    extra: &[impl AsRef<std::ffi::OsStr>],
+) -> Child {
+    let bin = server_bin();
+    Command::new(&bin)
+        .arg("--port")
+        .arg(port.to_string())
+        .args(base_args(dir))
+        .args(extra)
+        .stdout(log_file(dir))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("could not start {bin} (install redis-server, or set REDIS_SERVER_BIN): {e}")
+        })
 }
 
 /// One section of `INFO` from the server on `port`.
