@@ -76,6 +76,43 @@ pub async fn known_shards(conn: &mut Redis, configured: u16) -> Result<Vec<Shard
     Ok(shards)
 }
 
+/// The shards to cover, `0..configured` and every shard a web node registered, re-read from
+/// the registry at most every `every`: for the worker's reads and the web's admission sampler.
+#[derive(Debug, Clone)]
+pub struct KnownShards {
+    configured: u16,
+    every: Duration,
+    shards: Vec<Shard>,
+    read_at: Option<tokio::time::Instant>,
+}
+
+impl KnownShards {
+    /// Starts with `0..configured`, until the first [`KnownShards::refresh`].
+    pub fn new(configured: u16, every: Duration) -> Self {
+        Self {
+            configured,
+            every,
+            shards: Shard::all(configured).collect(),
+            read_at: None,
+        }
+    }
+
+    pub fn current(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    /// Re-reads the registry if it was never read or `every` has passed; returns whether it did.
+    /// On an error the list stays as it was, and the next call tries again.
+    pub async fn refresh(&mut self, conn: &mut Redis) -> Result<bool, QueueError> {
+        if self.read_at.is_some_and(|t| t.elapsed() < self.every) {
+            return Ok(false);
+        }
+        self.shards = known_shards(conn, self.configured).await?;
+        self.read_at = Some(tokio::time::Instant::now());
+        Ok(true)
+    }
+}
+
 /// How often a cluster reader polls its shards while they are all empty.
 const CLUSTER_POLL: Duration = Duration::from_millis(100);
 

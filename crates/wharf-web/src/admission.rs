@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wharf_queue::health::{self, MemoryUse};
-use wharf_queue::{QueueStats, Redis, Shard};
+use wharf_queue::streams::KnownShards;
+use wharf_queue::{QueueStats, Redis};
 
 /// How often the backlog and memory are sampled.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
@@ -88,20 +89,15 @@ impl BacklogGauge {
     /// Samples the backlog (of shards `0..configured` and every shard a web node registered)
     /// and every master's memory forever; spawn it once per process.
     pub async fn run_sampler(self, mut conn: Redis, configured: u16) {
-        let mut shards: Vec<Shard> = Shard::all(configured).collect();
-        let mut shards_read_at: Option<tokio::time::Instant> = None;
+        let mut known = KnownShards::new(configured, SHARD_REFRESH);
         let mut ticker = tokio::time::interval(SAMPLE_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
             // Another web node may write to more shards than this one: their backlog counts too.
-            if shards_read_at.is_none_or(|t| t.elapsed() >= SHARD_REFRESH) {
-                if let Ok(known) = wharf_queue::streams::known_shards(&mut conn, configured).await {
-                    shards = known;
-                    shards_read_at = Some(tokio::time::Instant::now());
-                }
-            }
-            self.record(QueueStats::backlog(&mut conn, &shards).await.ok());
+            // A failed read keeps the previous list and is tried again next tick.
+            let _ = known.refresh(&mut conn).await;
+            self.record(QueueStats::backlog(&mut conn, known.current()).await.ok());
             // Read before INFO is sent: bytes admitted from here on may be missing from it.
             let admitted = self.admitted_bytes.load(Ordering::Relaxed);
             if let Ok(nodes) = health::memory(&mut conn).await {

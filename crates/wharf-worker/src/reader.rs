@@ -49,8 +49,7 @@ const SHARD_REFRESH: Duration = Duration::from_secs(30);
 impl Reader {
     /// Reads until `stop` fires; deliveries go to `out`, which is closed when this returns.
     pub async fn run(mut self, out: mpsc::Sender<Delivery>, stop: Stop) {
-        let mut shards: Vec<Shard> = Shard::all(self.configured_shards).collect();
-        let mut shards_read_at: Option<Instant> = None;
+        let mut known = streams::KnownShards::new(self.configured_shards, SHARD_REFRESH);
         let mut groups_ready = false;
         let mut last_claim: Option<Instant> = None;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -61,18 +60,17 @@ impl Reader {
                 () = stop.wait() => break,
             };
             let step = async {
-                if shards_read_at.is_none_or(|t| t.elapsed() >= SHARD_REFRESH) {
-                    shards = streams::known_shards(&mut self.ops, self.configured_shards).await?;
-                    shards_read_at = Some(Instant::now());
+                if known.refresh(&mut self.ops).await? {
                     groups_ready = false;
                 }
+                let shards = known.current();
                 if !groups_ready {
-                    streams::ensure_groups(&mut self.ops, &shards).await?;
+                    streams::ensure_groups(&mut self.ops, shards).await?;
                     groups_ready = true;
                 }
                 let mut delivered = Vec::new();
                 if last_claim.is_none_or(|t| t.elapsed() >= self.claim_idle / 4) {
-                    delivered.extend(self.claim(&shards, room).await?);
+                    delivered.extend(self.claim(shards, room).await?);
                     last_claim = Some(Instant::now());
                 }
                 let taken_over = !delivered.is_empty();
@@ -80,7 +78,7 @@ impl Reader {
                     let per_shard = room.div_ceil(shards.len().max(1)).clamp(1, self.fetch_size);
                     let read = streams::read_new(
                         &mut self.conn,
-                        &shards,
+                        shards,
                         &self.consumer,
                         per_shard,
                         self.block,
