@@ -6,8 +6,11 @@
 /// The consumer group every worker reads the shard streams through.
 pub const GROUP: &str = "wharf-workers";
 
-/// The namespace `wharf canary` submits to; the web role accepts it even with an allow-list.
+/// The namespace `wharf canary` submits to; with `CANARY_TOKEN` set, only requests carrying it may.
 pub const CANARY_NAMESPACE: &str = "wharf-canary";
+
+/// The request header that carries `CANARY_TOKEN` to the web role.
+pub const CANARY_TOKEN_HEADER: &str = "x-canary-token";
 
 /// Sorted set of live workers: member = worker name, score = expiry time in milliseconds by the
 /// Redis server's clock (never a host's).

@@ -14,7 +14,7 @@ pub mod streams;
 pub use connection::{connect, Redis};
 pub use enqueue::{Enqueuer, EntryId};
 pub use entry::{Poison, Route, Submission, SCHEMA_VERSION};
-pub use keys::{Shard, CANARY_NAMESPACE, GROUP};
+pub use keys::{Shard, CANARY_NAMESPACE, CANARY_TOKEN_HEADER, GROUP};
 pub use stats::QueueStats;
 
 /// Errors talking to the queue.

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::redact::redact_url;
+
 /// Why `CONFIG_URL` could not be used; the process stops on any of these.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigUrlError {
@@ -20,25 +22,26 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads the JSON object behind `url` into variable name -> value strings.
 pub(crate) fn fetch_defaults(url: &str) -> Result<BTreeMap<String, String>, ConfigUrlError> {
+    // Errors name the URL without its credentials or query (a presigned URL's signature).
     let parsed = url::Url::parse(url).map_err(|e| ConfigUrlError::BadUrl {
-        url: url.to_string(),
+        url: redact_url(url),
         reason: e.to_string(),
     })?;
     let body = match parsed.scheme() {
         "file" => {
             let path = parsed.to_file_path().map_err(|()| ConfigUrlError::BadUrl {
-                url: url.to_string(),
+                url: redact_url(url),
                 reason: "not a local file path".into(),
             })?;
             std::fs::read_to_string(&path).map_err(|e| ConfigUrlError::Unreachable {
-                url: url.to_string(),
+                url: redact_url(url),
                 reason: e.to_string(),
             })?
         }
         "http" | "https" => fetch_http(url)?,
         _ => {
             return Err(ConfigUrlError::Scheme {
-                url: url.to_string(),
+                url: redact_url(url),
             })
         }
     };
@@ -47,27 +50,29 @@ pub(crate) fn fetch_defaults(url: &str) -> Result<BTreeMap<String, String>, Conf
 
 fn fetch_http(url: &str) -> Result<String, ConfigUrlError> {
     let unreachable = |reason: String| ConfigUrlError::Unreachable {
-        url: url.to_string(),
+        url: redact_url(url),
         reason,
     };
     let client = reqwest::blocking::Client::builder()
         .timeout(FETCH_TIMEOUT)
         .build()
-        .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(|e| unreachable(e.without_url().to_string()))?;
     let response = client
         .get(url)
         .send()
-        .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(|e| unreachable(e.without_url().to_string()))?;
     let status = response.status();
     if !status.is_success() {
         return Err(unreachable(format!("HTTP status {status}")));
     }
-    response.text().map_err(|e| unreachable(e.to_string()))
+    response
+        .text()
+        .map_err(|e| unreachable(e.without_url().to_string()))
 }
 
 fn parse_document(url: &str, body: &str) -> Result<BTreeMap<String, String>, ConfigUrlError> {
     let invalid = |reason: String| ConfigUrlError::Invalid {
-        url: url.to_string(),
+        url: redact_url(url),
         reason,
     };
     let value: serde_json::Value =

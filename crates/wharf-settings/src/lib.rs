@@ -6,6 +6,7 @@
 pub mod catalog;
 mod config_url;
 mod parse;
+pub mod redact;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use config_url::ConfigUrlError;
 use parse::Parser;
+pub use redact::redact_url;
 
 /// What the process is about to do; decides which variables are required.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,12 +131,30 @@ pub struct WebSettings {
     pub heartbeat_cache: Duration,
     pub version_file: String,
     pub error_endpoint_token: Option<Secret>,
+    /// Longest a client may take to send a request's headers (and an idle keep-alive connection
+    /// may wait for its next request) before the connection is closed.
+    #[serde(serialize_with = "serialize_ms")]
+    pub header_timeout: Duration,
+    /// Longest a request body may go without delivering a byte before the request is refused.
+    #[serde(serialize_with = "serialize_ms")]
+    pub body_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Submission body bytes held in memory at once, declared or read; past it, 503 at once.
+    pub max_inflight_bytes: usize,
+    /// Submissions in progress at once; past it, 503 at once.
+    pub max_inflight_requests: usize,
+    /// Also speak HTTP/2 without TLS (h2c) on the web port.
+    pub http2_cleartext: bool,
+    /// When set, the canary namespace takes only requests carrying this token.
+    pub canary_token: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct S3Settings {
     pub bucket: String,
     pub prefix: String,
+    #[serde(serialize_with = "serialize_redacted_url")]
     pub endpoint_url: Option<String>,
 }
 
@@ -166,6 +186,7 @@ pub struct WorkerSettings {
 /// The whole effective configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
+    #[serde(serialize_with = "serialize_redacted_url")]
     pub config_url: Option<String>,
     pub telemetry: TelemetrySettings,
     pub redis: RedisSettings,
@@ -174,6 +195,17 @@ pub struct Settings {
     pub web: WebSettings,
     /// Present when the role needs S3 and `S3_BUCKET` was given.
     pub worker: Option<WorkerSettings>,
+}
+
+/// URLs in `wharf config`'s output lose their credentials and query strings.
+fn serialize_redacted_url<S: serde::Serializer>(
+    url: &Option<String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(u) => s.serialize_str(&redact_url(u)),
+        None => s.serialize_none(),
+    }
 }
 
 fn serialize_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -254,6 +286,13 @@ struct RawEnv {
     heartbeat_cache_ms: Option<String>,
     version_file: Option<String>,
     error_endpoint_token: Option<String>,
+    header_timeout_ms: Option<String>,
+    body_timeout_ms: Option<String>,
+    max_connections: Option<String>,
+    max_inflight_bytes: Option<String>,
+    max_inflight_requests: Option<String>,
+    http2_cleartext: Option<String>,
+    canary_token: Option<String>,
     s3_bucket: Option<String>,
     s3_prefix: Option<String>,
     s3_endpoint_url: Option<String>,
@@ -326,7 +365,7 @@ fn build(
         sentry_dsn: p.optional_url("SENTRY_DSN").map(Secret::new),
         statsd: StatsdSettings {
             host: p.optional("STATSD_HOST"),
-            port: p.number("STATSD_PORT"),
+            port: p.within("STATSD_PORT", 1, 65_535) as u16,
             prefix: p.string("STATSD_PREFIX"),
         },
         log_format: p.choice(
@@ -334,15 +373,15 @@ fn build(
             &[("json", LogFormat::Json), ("pretty", LogFormat::Pretty)],
             LogFormat::Json,
         ),
-        log_level: p.string("LOG_LEVEL"),
+        log_level: p.log_filter("LOG_LEVEL"),
     };
     let redis = RedisSettings {
         host: p.required_for(
             "REDIS_HOST",
             matches!(role, Role::Web | Role::Worker | Role::RedisTool),
         ),
-        port: p.number("REDIS_PORT"),
-        db: p.number("REDIS_DB"),
+        port: p.within("REDIS_PORT", 1, 65_535) as u16,
+        db: p.within("REDIS_DB", 0, 15) as i64,
         password: p.optional("REDIS_PASSWORD").map(Secret::new),
         tls: p.boolean("REDIS_TLS"),
         timeout: p.millis("REDIS_TIMEOUT_MS", 50, 60_000),
@@ -361,16 +400,23 @@ fn build(
     let shutdown_grace = p.millis("SHUTDOWN_GRACE_MS", 100, 600_000);
     let web = WebSettings {
         host: p.string("HOST"),
-        port: p.number("PORT"),
-        max_body_bytes: p.positive("MAX_BODY_BYTES"),
-        max_path_bytes: p.positive("MAX_PATH_BYTES"),
-        max_queue_depth: p.positive("MAX_QUEUE_DEPTH"),
-        queue_depth_warning: p.positive("QUEUE_DEPTH_WARNING"),
+        port: p.within("PORT", 0, 65_535) as u16,
+        max_body_bytes: p.within("MAX_BODY_BYTES", 1, 256 << 20) as usize,
+        max_path_bytes: p.within("MAX_PATH_BYTES", 32, 16_384) as usize,
+        max_queue_depth: p.within("MAX_QUEUE_DEPTH", 1, 1_000_000_000),
+        queue_depth_warning: p.within("QUEUE_DEPTH_WARNING", 1, 1_000_000_000),
         allowed_namespaces: p.list("ALLOWED_NAMESPACES"),
         drop_client_ip: p.boolean("DROP_CLIENT_IP"),
         heartbeat_cache: p.millis("HEARTBEAT_CACHE_MS", 10, 60_000),
         version_file: p.string("VERSION_FILE"),
         error_endpoint_token: p.optional("ERROR_ENDPOINT_TOKEN").map(Secret::new),
+        header_timeout: p.millis("HEADER_TIMEOUT_MS", 100, 120_000),
+        body_timeout: p.millis("BODY_TIMEOUT_MS", 100, 120_000),
+        max_connections: p.within("MAX_CONNECTIONS", 16, 1_000_000) as usize,
+        max_inflight_bytes: p.within("MAX_INFLIGHT_BYTES", 1 << 20, 16 << 30) as usize,
+        max_inflight_requests: p.within("MAX_INFLIGHT_REQUESTS", 1, 1_000_000) as usize,
+        http2_cleartext: p.boolean("HTTP2_CLEARTEXT"),
+        canary_token: p.optional("CANARY_TOKEN").map(Secret::new),
     };
     let needs_s3 = matches!(role, Role::Worker | Role::Canary);
     let bucket = p.required_for("S3_BUCKET", needs_s3);
@@ -380,10 +426,10 @@ fn build(
             prefix: p.string("S3_PREFIX"),
             endpoint_url: p.optional_url("S3_ENDPOINT_URL"),
         },
-        batch_max_documents: p.positive("BATCH_MAX_DOCUMENTS"),
-        batch_max_bytes: p.positive("BATCH_MAX_BYTES"),
+        batch_max_documents: p.within("BATCH_MAX_DOCUMENTS", 1, 1_000_000) as usize,
+        batch_max_bytes: p.within("BATCH_MAX_BYTES", 1, 1 << 30) as usize,
         batch_max_age: p.millis("BATCH_MAX_AGE_MS", 100, 3_600_000),
-        max_open_batches: p.positive("MAX_OPEN_BATCHES"),
+        max_open_batches: p.within("MAX_OPEN_BATCHES", 1, 10_000) as usize,
         fetch_size: p.within("WORKER_FETCH_SIZE", 1, 10_000) as usize,
         max_held_documents: p.within("WORKER_MAX_HELD_DOCUMENTS", 1, 1_000_000) as usize,
         max_held_bytes: p.within("WORKER_MAX_HELD_BYTES", 1 << 20, 1 << 34) as usize,
@@ -409,6 +455,15 @@ fn build(
             format!(
                 "must be more than 3 x REDIS_TIMEOUT_MS ({} ms), or one slow renewal lets another worker take live entries",
                 redis.timeout.as_millis()
+            ),
+        );
+    }
+    if role == Role::Web && web.max_inflight_bytes < web.max_body_bytes {
+        p.problem(
+            "MAX_INFLIGHT_BYTES",
+            format!(
+                "must be at least MAX_BODY_BYTES ({}), or the largest accepted body could never be taken",
+                web.max_body_bytes
             ),
         );
     }

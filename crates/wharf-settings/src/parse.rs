@@ -1,7 +1,6 @@
 //! Typed parsing of raw variable values that records every problem instead of stopping at the first.
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 use std::time::Duration;
 
 use crate::catalog;
@@ -87,25 +86,14 @@ impl<'a> Parser<'a> {
         }
     }
 
-    pub(crate) fn number<T: FromStr + Default>(&mut self, name: &str) -> T {
-        let Some(value) = self.raw(name) else {
-            return T::default();
-        };
-        match value.parse::<T>() {
-            Ok(n) => n,
-            Err(_) => {
-                self.problem(name, format!("`{value}` is not a valid number in range"));
-                T::default()
-            }
+    /// A `tracing` filter directive (`info`, `warn,wharf_web=debug`), checked here so that a
+    /// bad one is reported with every other problem rather than later, by the telemetry set-up.
+    pub(crate) fn log_filter(&mut self, name: &str) -> String {
+        let value = self.string(name);
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&value) {
+            self.problem(name, format!("`{value}` is not a log filter ({e})"));
         }
-    }
-
-    pub(crate) fn positive<T: FromStr + Default + PartialOrd>(&mut self, name: &str) -> T {
-        let n: T = self.number(name);
-        if n <= T::default() && self.raw(name).and_then(|v| v.parse::<T>().ok()).is_some() {
-            self.problem(name, "must be greater than zero");
-        }
-        n
+        value
     }
 
     /// A duration in milliseconds within `[min, max]`: zero or absurd values of timeouts and

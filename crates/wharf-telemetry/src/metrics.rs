@@ -104,3 +104,53 @@ impl MetricSink for FlushedSink {
         self.0.stats()
     }
 }
+
+/// A tag whose values come from clients (a namespace, say): the first `max` distinct values are
+/// kept and any later one is sent as `other`, so a client cannot create metric series without end.
+pub struct BoundedTag {
+    seen: std::sync::Mutex<std::collections::HashSet<String>>,
+    max: usize,
+}
+
+impl BoundedTag {
+    /// The value sent for every value past the first `max`.
+    pub const OTHER: &'static str = "other";
+
+    pub fn new(max: usize) -> Self {
+        Self {
+            seen: std::sync::Mutex::new(std::collections::HashSet::new()),
+            max,
+        }
+    }
+
+    /// `value` if it is one of the first `max` distinct values seen, else [`Self::OTHER`].
+    pub fn get<'a>(&self, value: &'a str) -> &'a str {
+        // A poisoned lock only means another thread panicked mid-insert; the set is still usable.
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.contains(value) {
+            return value;
+        }
+        if seen.len() < self.max {
+            seen.insert(value.to_string());
+            return value;
+        }
+        Self::OTHER
+    }
+}
+
+#[cfg(test)]
+mod bounded_tag_tests {
+    use super::BoundedTag;
+
+    #[test]
+    fn values_past_the_bound_become_other() {
+        let tag = BoundedTag::new(2);
+        assert_eq!(tag.get("a"), "a");
+        assert_eq!(tag.get("b"), "b");
+        assert_eq!(tag.get("c"), BoundedTag::OTHER);
+        assert_eq!(tag.get("a"), "a", "values already seen stay");
+    }
+}

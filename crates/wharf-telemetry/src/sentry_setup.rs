@@ -5,15 +5,19 @@ use std::borrow::Cow;
 use sentry::protocol::Event;
 use wharf_settings::TelemetrySettings;
 
-/// Request headers that must never leave the process: credentials and client addresses.
-pub const SCRUBBED_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-    "x-forwarded-for",
-    "x-real-ip",
-    "forwarded",
+/// The only request headers an event may carry: what helps to reproduce a request and says
+/// nothing about who sent it. Everything else (credentials, cookies, the many headers proxies and
+/// CDNs put client addresses in, cloud session tokens) is dropped, including headers nobody has
+/// invented yet.
+pub const ALLOWED_HEADERS: &[&str] = &[
+    "accept",
+    "accept-encoding",
+    "content-encoding",
+    "content-length",
+    "content-type",
+    "host",
+    "user-agent",
+    "x-request-id",
 ];
 
 /// Starts Sentry when a DSN is configured; `None` (and no cost) otherwise.
@@ -28,14 +32,24 @@ pub fn init(settings: &TelemetrySettings) -> Option<sentry::ClientInitGuard> {
     Some(sentry::init(options))
 }
 
-/// Removes credentials, cookies and client IPs from an event.
+/// Keeps only allow-listed headers, and drops the query string, cookies, body and environment
+/// of the request, and the user's address. Runs on every event, after sentry-tower's own
+/// filtering (with `send_default_pii` off), which is a deny-list.
 pub fn scrub(mut event: Event<'static>) -> Event<'static> {
     if let Some(request) = event.request.as_mut() {
         request
             .headers
-            .retain(|name, _| !SCRUBBED_HEADERS.contains(&name.to_ascii_lowercase().as_str()));
+            .retain(|name, _| ALLOWED_HEADERS.contains(&name.to_ascii_lowercase().as_str()));
+        if let Some(url) = request.url.as_mut() {
+            url.set_query(None);
+            url.set_fragment(None);
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+        }
+        request.query_string = None;
         request.cookies = None;
-        request.env.remove("REMOTE_ADDR");
+        request.data = None;
+        request.env.clear();
     }
     if let Some(user) = event.user.as_mut() {
         user.ip_address = None;
@@ -49,12 +63,21 @@ mod tests {
     use sentry::protocol::{Request, User};
 
     #[test]
-    fn scrub_removes_credentials_and_addresses() {
-        let mut request = Request::default();
+    fn scrub_keeps_only_allowed_headers_and_drops_the_query() {
+        let mut request = Request {
+            url: "http://edge.example/__error__?token=s3cret".parse().ok(),
+            query_string: Some("token=s3cret".into()),
+            ..Default::default()
+        };
         for (k, v) in [
             ("Authorization", "Bearer t"),
             ("Cookie", "a=b"),
             ("X-Forwarded-For", "1.2.3.4"),
+            ("True-Client-IP", "1.2.3.4"),
+            ("X-Client-IP", "1.2.3.4"),
+            ("CF-Connecting-IP", "1.2.3.4"),
+            ("X-Amz-Security-Token", "t"),
+            ("X-Error-Token", "s3cret"),
             ("User-Agent", "pingsender/1.0"),
         ] {
             request.headers.insert(k.into(), v.into());
@@ -70,8 +93,16 @@ mod tests {
         };
         let clean = scrub(event);
         let request = clean.request.unwrap();
-        assert_eq!(request.headers.len(), 1);
-        assert!(request.headers.contains_key("User-Agent"));
+        assert_eq!(
+            request.headers.keys().collect::<Vec<_>>(),
+            ["User-Agent"],
+            "only allow-listed headers stay"
+        );
+        assert_eq!(
+            request.url.unwrap().as_str(),
+            "http://edge.example/__error__"
+        );
+        assert!(request.query_string.is_none());
         assert!(request.env.is_empty());
         assert!(clean.user.unwrap().ip_address.is_none());
     }

@@ -22,27 +22,63 @@ pub enum PathError {
     BadRequest(String),
 }
 
+/// Who may submit to the canary's namespace ([`wharf_queue::CANARY_NAMESPACE`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CanaryAccess {
+    /// No `CANARY_TOKEN` is set: the namespace follows `ALLOWED_NAMESPACES` like any other.
+    AsAnyOther,
+    /// The request carries the configured token: accepted whatever the allow-list says.
+    Granted,
+    /// A token is configured and this request lacks it: refused like an unknown namespace, so
+    /// outside traffic cannot fill the prefix the deploy smoke test reads.
+    Refused,
+}
+
 /// Parses the part of a submission path after `/submit/`.
-pub fn parse_route(rest: &str, allowed_namespaces: &[String]) -> Result<Route, PathError> {
+pub fn parse_route(
+    rest: &str,
+    allowed_namespaces: &[String],
+    canary: CanaryAccess,
+) -> Result<Route, PathError> {
     let segments: Vec<&str> = rest.split('/').collect();
     let namespace = segments.first().copied().unwrap_or_default();
-    if namespace.is_empty() {
+    if rest.is_empty() {
         return Err(PathError::NotFound("no namespace in the path"));
     }
-    if !allowed_namespaces.is_empty()
-        && namespace != wharf_queue::CANARY_NAMESPACE
-        && !allowed_namespaces.iter().any(|n| n == namespace)
-    {
+    // Before the shape: `//` is a malformed path whatever its segment count.
+    if segments.iter().any(|s| s.is_empty()) {
+        return Err(PathError::BadRequest("empty path segment".into()));
+    }
+    let listed = allowed_namespaces.is_empty() || allowed_namespaces.iter().any(|n| n == namespace);
+    let accepted = match canary {
+        _ if namespace != wharf_queue::CANARY_NAMESPACE => listed,
+        CanaryAccess::AsAnyOther => listed,
+        CanaryAccess::Granted => true,
+        CanaryAccess::Refused => false,
+    };
+    if !accepted {
         return Err(PathError::NotFound("unknown namespace"));
     }
     let route = if namespace == TELEMETRY {
         // /submit/telemetry/docId/docType/appName/appVersion/appUpdateChannel/appBuildID
-        let [_, doc_id, doc_type, _app_name, _app_version, _channel, _build_id] = segments[..]
-        else {
+        let [_, doc_id, doc_type, app_name, app_version, channel, build_id] = segments[..] else {
             return Err(PathError::NotFound(
                 "telemetry paths are /submit/telemetry/<docId>/<docType>/<appName>/<appVersion>/<appUpdateChannel>/<appBuildID>",
             ));
         };
+        // Not part of the S3 key, but stored in the `uri` attribute that readers split on '/'.
+        for (name, value) in [
+            ("appName", app_name),
+            ("appVersion", app_version),
+            ("appUpdateChannel", channel),
+            ("appBuildID", build_id),
+        ] {
+            if !is_dimension(value) {
+                return Err(PathError::BadRequest(format!(
+                    "{name} must be 1-100 characters of letters, digits, '-', '_' or '.'"
+                )));
+            }
+        }
         Route {
             namespace: namespace.to_string(),
             doc_type: doc_type.to_string(),
@@ -73,11 +109,12 @@ pub fn parse_route(rest: &str, allowed_namespaces: &[String]) -> Result<Route, P
             )));
         }
     }
-    if segments.iter().any(|s| s.is_empty()) {
-        return Err(PathError::BadRequest("empty path segment".into()));
-    }
-    if uuid::Uuid::try_parse(&route.doc_id).is_err() {
-        return Err(PathError::BadRequest("docId must be a UUID".into()));
+    // Only the hyphenated form: the braced, URN and 32-digit forms that a UUID parser also
+    // takes would give one document several spellings, and braces have no place in an S3 key.
+    if route.doc_id.len() != 36 || uuid::Uuid::try_parse(&route.doc_id).is_err() {
+        return Err(PathError::BadRequest(
+            "docId must be a UUID in its hyphenated form".into(),
+        ));
     }
     Ok(route)
 }
@@ -137,9 +174,15 @@ pub struct RequestMeta<'a> {
 
 /// The edge-spec message attributes of a request; absent headers are left out, never empty.
 ///
+/// A stored header whose value is not UTF-8 fails the request with that header's name: replacing
+/// the bytes would store something the client never sent, and every real client sends ASCII.
+///
 /// Built as a list and sorted once into the map, and the request's headers are walked once
 /// (rather than one lookup per known header): this runs for every submission.
-pub fn attributes(meta: &RequestMeta<'_>, drop_client_ip: bool) -> BTreeMap<String, String> {
+pub fn attributes(
+    meta: &RequestMeta<'_>,
+    drop_client_ip: bool,
+) -> Result<BTreeMap<String, String>, &'static str> {
     let mut attrs: Vec<(String, String)> = Vec::with_capacity(8 + HEADER_ATTRIBUTES.len());
     attrs.push((
         "submission_timestamp".to_string(),
@@ -163,23 +206,23 @@ pub fn attributes(meta: &RequestMeta<'_>, drop_client_ip: bool) -> BTreeMap<Stri
             last = None;
             continue;
         };
-        let attribute = HEADER_ATTRIBUTES[known].1;
-        if drop_client_ip && CLIENT_IP_ATTRIBUTES.contains(&attribute) {
+        let (header, attribute) = &HEADER_ATTRIBUTES[known];
+        if drop_client_ip && CLIENT_IP_ATTRIBUTES.contains(attribute) {
             continue;
         }
-        let text = String::from_utf8_lossy(value.as_bytes());
+        let text = std::str::from_utf8(value.as_bytes()).map_err(|_| header.as_str())?;
         match last {
-            Some(at) if attrs[at].0 == attribute => {
+            Some(at) if attrs[at].0 == *attribute => {
                 attrs[at].1.push_str(", ");
-                attrs[at].1.push_str(&text);
+                attrs[at].1.push_str(text);
             }
             _ => {
-                attrs.push((attribute.to_string(), text.into_owned()));
+                attrs.push((attribute.to_string(), text.to_string()));
                 last = Some(attrs.len() - 1);
             }
         }
     }
-    attrs.into_iter().collect()
+    Ok(attrs.into_iter().collect())
 }
 
 /// An address as text: IPv4 (nearly every peer) without going through the formatter.
@@ -236,14 +279,14 @@ mod tests {
             peer: Some("192.0.2.7:5000".parse().unwrap()),
             received_at: chrono::DateTime::from_timestamp(1_700_000_000, 123_456_000).unwrap(),
         };
-        let kept = attributes(&meta, false);
+        let kept = attributes(&meta, false).unwrap();
         assert_eq!(kept["x_forwarded_for"], "10.0.0.1, 10.0.0.2");
         assert_eq!(kept["user_agent"], "ua");
         assert_eq!(kept["remote_addr"], "192.0.2.7");
         assert_eq!(kept["args"], "q=1");
         assert_eq!(kept["submission_timestamp"], "2023-11-14T22:13:20.123456Z");
         assert_eq!(kept.len(), 8, "{kept:?}");
-        let dropped = attributes(&meta, true);
+        let dropped = attributes(&meta, true).unwrap();
         assert!(!dropped.contains_key("x_forwarded_for"));
         assert!(!dropped.contains_key("remote_addr"));
         assert_eq!(dropped.len(), 6, "{dropped:?}");
@@ -267,10 +310,11 @@ mod tests {
     }
 
     const ID: &str = "2c3a0767-d84a-4d02-8a92-fa54a3376049";
+    const ANY: CanaryAccess = CanaryAccess::AsAnyOther;
 
     #[test]
     fn generic_and_telemetry_paths_parse() {
-        let r = parse_route(&format!("eng-workflow/hgpush/1/{ID}"), &[]).unwrap();
+        let r = parse_route(&format!("eng-workflow/hgpush/1/{ID}"), &[], ANY).unwrap();
         assert_eq!(
             (
                 r.namespace.as_str(),
@@ -283,6 +327,7 @@ mod tests {
         let t = parse_route(
             &format!("telemetry/{ID}/main/Firefox/61.0a1/nightly/20180328030202"),
             &[],
+            ANY,
         )
         .unwrap();
         assert_eq!(
@@ -294,38 +339,75 @@ mod tests {
     #[test]
     fn shapes_and_namespaces_that_do_not_fit_are_not_found() {
         assert!(matches!(
-            parse_route(&format!("telemetry/x/1/{ID}"), &[]),
+            parse_route(&format!("telemetry/x/1/{ID}"), &[], ANY),
             Err(PathError::NotFound(_))
         ));
         assert!(matches!(
-            parse_route(&format!("ns/{ID}/main/Firefox/61.0a1/nightly/2018"), &[]),
+            parse_route(
+                &format!("ns/{ID}/main/Firefox/61.0a1/nightly/2018"),
+                &[],
+                ANY
+            ),
             Err(PathError::NotFound(_))
         ));
         let allowed = vec!["a".to_string()];
         assert!(matches!(
-            parse_route(&format!("b/t/1/{ID}"), &allowed),
+            parse_route(&format!("b/t/1/{ID}"), &allowed, ANY),
             Err(PathError::NotFound(_))
         ));
-        assert!(parse_route(&format!("a/t/1/{ID}"), &allowed).is_ok());
+        assert!(parse_route(&format!("a/t/1/{ID}"), &allowed, ANY).is_ok());
+    }
+
+    #[test]
+    fn the_canary_namespace_needs_its_token_when_one_is_set() {
+        let canary = format!("wharf-canary/canary/1/{ID}");
+        let listed = vec!["a".to_string()];
         assert!(
-            parse_route(&format!("wharf-canary/canary/1/{ID}"), &allowed).is_ok(),
-            "the canary's reserved namespace is always accepted"
+            parse_route(&canary, &[], ANY).is_ok(),
+            "no token, no list: like any other"
+        );
+        assert!(
+            parse_route(&canary, &listed, ANY).is_err(),
+            "no token: the list applies"
+        );
+        assert!(parse_route(&canary, &listed, CanaryAccess::Granted).is_ok());
+        assert!(matches!(
+            parse_route(&canary, &[], CanaryAccess::Refused),
+            Err(PathError::NotFound(_))
+        ));
+        assert!(
+            parse_route(&format!("a/t/1/{ID}"), &listed, CanaryAccess::Refused).is_ok(),
+            "the token concerns the canary namespace only"
         );
     }
 
     #[test]
     fn malformed_parts_are_bad_requests() {
         assert!(matches!(
-            parse_route("ns/t/1/not-a-uuid", &[]),
+            parse_route("ns/t/1/not-a-uuid", &[], ANY),
             Err(PathError::BadRequest(_))
         ));
         assert!(matches!(
-            parse_route(&format!("ns/t%20x/1/{ID}"), &[]),
+            parse_route(&format!("ns/t%20x/1/{ID}"), &[], ANY),
             Err(PathError::BadRequest(_))
         ));
         assert!(matches!(
-            parse_route(&format!("ns/../1/{ID}"), &[]),
+            parse_route(&format!("ns/../1/{ID}"), &[], ANY),
             Err(PathError::BadRequest(_))
         ));
+        for other_form in [
+            "2c3a0767d84a4d028a92fa54a3376049".to_string(),
+            format!("{{{ID}}}"),
+            format!("urn:uuid:{ID}"),
+        ] {
+            assert!(
+                matches!(
+                    parse_route(&format!("ns/t/1/{other_form}"), &[], ANY),
+                    Err(PathError::BadRequest(_))
+                ),
+                "{other_form}"
+            );
+        }
+        assert!(parse_route(&format!("ns/t/1/{}", ID.to_uppercase()), &[], ANY).is_ok());
     }
 }

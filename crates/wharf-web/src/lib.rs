@@ -5,15 +5,17 @@
 //! [`wharf_queue::Enqueuer`]; the client gets 200 only once Redis has it.
 
 pub mod admission;
+pub mod budget;
 pub mod edge;
 pub mod heartbeat;
 pub mod middleware;
 pub mod rejection;
 pub mod routes;
+pub mod server;
 pub mod state;
 pub mod version;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,11 +33,14 @@ use wharf_queue::Enqueuer;
 use wharf_settings::Settings;
 
 use crate::admission::BacklogGauge;
+use crate::budget::InflightBudget;
 use crate::heartbeat::{Heartbeat, Thresholds};
+use crate::server::ConnectionLimits;
 use crate::state::{AppState, WebState};
 use crate::version::VersionInfo;
 
-/// Longest a client may take to send a request and get the answer.
+/// Longest a client may take to send a request and get the answer, however steadily its body
+/// trickles in (`BODY_TIMEOUT_MS` bounds the pauses).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Errors starting or running the web role.
@@ -56,6 +61,7 @@ pub enum WebError {
 pub struct WebApp {
     listener: tokio::net::TcpListener,
     router: Router,
+    limits: ConnectionLimits,
     grace: Duration,
     /// The start-up Redis probe: it ends with an error only for a Redis that is unsafe to use
     /// (an eviction policy), which stops the role.
@@ -105,6 +111,7 @@ impl WebApp {
                 .with_replication(settings.redis.min_replicas_ack, settings.redis.timeout / 2)
                 .with_group_commit(GroupCommitLimits::default()),
             enqueue_timeout: settings.redis.timeout * 2,
+            budget: InflightBudget::new(web.max_inflight_requests, web.max_inflight_bytes),
             backlog,
             memory_high_water_percent: settings.redis.memory_high_water_percent,
             heartbeat: Arc::new(heartbeat),
@@ -114,6 +121,11 @@ impl WebApp {
         Ok(Self {
             listener,
             router: router(state),
+            limits: ConnectionLimits {
+                header_timeout: web.header_timeout,
+                max_connections: web.max_connections,
+                http2_cleartext: web.http2_cleartext,
+            },
             grace: settings.shutdown_grace,
             startup,
         })
@@ -130,17 +142,16 @@ impl WebApp {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), WebError> {
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(
+        let server = tokio::spawn(server::serve(
             self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!(type = "web.shutdown", "stop signal received; draining in-flight requests");
-            let _ = stopping_tx.send(());
-        });
-        let server = tokio::spawn(server.into_future());
+            self.router,
+            self.limits,
+            async move {
+                shutdown.await;
+                tracing::info!(type = "web.shutdown", "stop signal received; draining in-flight requests");
+                let _ = stopping_tx.send(());
+            },
+        ));
         let grace = self.grace;
         let startup = self.startup;
         tokio::select! {
@@ -154,10 +165,7 @@ impl WebApp {
                 return Err(WebError::Redis(refused));
             }
             result = server => {
-                return match result {
-                    Ok(r) => r.map_err(WebError::Serve),
-                    Err(e) => Err(WebError::Serve(std::io::Error::other(e))),
-                };
+                return result.map_err(|e| WebError::Serve(std::io::Error::other(e)));
             }
             _ = async {
                 if stopping_rx.await.is_ok() {
@@ -206,14 +214,22 @@ pub fn router(state: AppState) -> Router {
         ));
     routes.layer(
         ServiceBuilder::new()
+            .layer(axum::middleware::map_response(
+                rejection::retry_after_when_unavailable,
+            ))
+            .layer(axum::middleware::from_fn(
+                middleware::refuse_ambiguous_requests,
+            ))
             .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
             .layer(PropagateRequestIdLayer::new(request_id))
             .layer(sentry::integrations::tower::NewSentryLayer::<
                 Request<axum::body::Body>,
             >::new_from_top())
             .layer(CatchPanicLayer::new())
+            // 503, not 408: Glean clients delete a ping on any 4xx, and a request this slow is
+            // as likely a bad network as a bad client.
             .layer(TimeoutLayer::with_status_code(
-                axum::http::StatusCode::REQUEST_TIMEOUT,
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 REQUEST_TIMEOUT,
             )),
     )

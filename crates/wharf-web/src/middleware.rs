@@ -1,4 +1,4 @@
-//! Per-request plumbing: the 414 path limit, and one `request.summary` log line plus metrics per request.
+//! Per-request plumbing: refusing ambiguous framing and over-long paths, and one `request.summary` log line plus metrics per request.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -6,14 +6,15 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, State};
-use axum::http::{header, HeaderValue, Request};
+use axum::http::{header, HeaderValue, Method, Request, Version};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cadence::{CountedExt, StatsdClient, Timed};
 
 use crate::rejection::Rejection;
 
-/// Refuses paths (with query) longer than the limit before any routing work.
+/// Refuses paths (with query) longer than the limit. A `Router::layer` runs after routing, so
+/// this spares the handlers, not the router.
 pub async fn limit_path_length(
     State(limit): State<usize>,
     request: Request<Body>,
@@ -28,6 +29,61 @@ pub async fn limit_path_length(
         return Rejection::UriTooLong { limit }.into_response();
     }
     next.run(request).await
+}
+
+/// Refuses (400) what a proxy and Wharf could read differently: a transfer coding other than
+/// plain `chunked` (whose body Wharf would store still coded), and an HTTP/1.1 request without
+/// exactly one `Host` (RFC 9112, section 3.2).
+///
+/// A request framed by both `Content-Length` and `Transfer-Encoding` never reaches this far
+/// intact: hyper drops the `Content-Length`, reads the body as chunked and closes the connection
+/// after answering (RFC 9112, section 6.1), so nothing can be smuggled behind it. nginx, in front
+/// in production, answers it 400 itself.
+///
+/// Both answers close the connection: the body, if any, is left unread.
+pub async fn refuse_ambiguous_requests(request: Request<Body>, next: Next) -> Response {
+    let refuse = |why: &str| {
+        let mut response = Rejection::BadRequest(why.into()).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    };
+    let headers = request.headers();
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(first) = codings.next() {
+        let plain_chunked = first
+            .as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"chunked");
+        if !plain_chunked || codings.next().is_some() {
+            return refuse("the only transfer coding accepted is `chunked` on its own");
+        }
+    }
+    if request.version() == Version::HTTP_11
+        && request.uri().authority().is_none()
+        && headers.get_all(header::HOST).iter().count() != 1
+    {
+        return refuse("an HTTP/1.1 request needs exactly one Host header");
+    }
+    next.run(request).await
+}
+
+/// The `method` tag: a client can send any token as a method, and each new one would start a
+/// new metric series, so anything outside the methods HTTP defines is `OTHER`.
+pub fn method_tag(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "OTHER",
+    }
 }
 
 /// Logs `request.summary` (MozLog) and sends `request.count` / `request.duration` tagged by route and status.
@@ -55,7 +111,7 @@ pub async fn summarize(
         type = "request.summary",
         agent = %header_text(agent.as_ref()),
         path = uri.path(),
-        method = method.as_str(),
+        method = method_tag(&method),
         code = status.as_u16(),
         t = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
         rid = %header_text(rid.as_ref()),
@@ -63,13 +119,13 @@ pub async fn summarize(
     metrics
         .incr_with_tags("request.count")
         .with_tag("route", route)
-        .with_tag("method", method.as_str())
+        .with_tag("method", method_tag(&method))
         .with_tag("status", status.as_str())
         .send();
     metrics
         .time_with_tags("request.duration", elapsed)
         .with_tag("route", route)
-        .with_tag("method", method.as_str())
+        .with_tag("method", method_tag(&method))
         .with_tag("status", status.as_str())
         .send();
     response
@@ -77,4 +133,18 @@ pub async fn summarize(
 
 fn header_text(value: Option<&HeaderValue>) -> Cow<'_, str> {
     value.map_or(Cow::Borrowed(""), |v| String::from_utf8_lossy(v.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invented_methods_share_one_tag() {
+        assert_eq!(method_tag(&Method::POST), "POST");
+        for invented in ["FOO", "PROPFIND", "post"] {
+            let method = Method::from_bytes(invented.as_bytes()).unwrap();
+            assert_eq!(method_tag(&method), "OTHER", "{invented}");
+        }
+    }
 }

@@ -29,6 +29,10 @@ pub enum Rejection {
     QueueUnavailable,
     #[error("could not read the request body")]
     BodyRead,
+    #[error("too many submissions in flight, retry later")]
+    Overloaded,
+    #[error("the request body stopped arriving, retry later")]
+    BodyTimeout,
 }
 
 impl Rejection {
@@ -40,9 +44,10 @@ impl Rejection {
             Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             Rejection::QueueFull | Rejection::MemoryFull => StatusCode::INSUFFICIENT_STORAGE,
-            Rejection::QueueUnavailable | Rejection::NotReplicated => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Rejection::QueueUnavailable
+            | Rejection::NotReplicated
+            | Rejection::Overloaded
+            | Rejection::BodyTimeout => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -59,25 +64,29 @@ impl Rejection {
             Rejection::NotReplicated => "not_replicated",
             Rejection::QueueUnavailable => "queue_unavailable",
             Rejection::BodyRead => "body_read",
+            Rejection::Overloaded => "overloaded",
+            Rejection::BodyTimeout => "body_timeout",
         }
     }
 }
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let mut response = (status, format!("{self}\n")).into_response();
-        if matches!(
-            self,
-            Rejection::QueueFull
-                | Rejection::MemoryFull
-                | Rejection::QueueUnavailable
-                | Rejection::NotReplicated
-        ) {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
-        }
-        response
+        (self.status(), format!("{self}\n")).into_response()
     }
+}
+
+/// Every 503 and 507, whoever wrote it (a handler, or the request timeout), tells the client
+/// when to retry: these answers mean "not now", never "not this".
+pub async fn retry_after_when_unavailable(mut response: Response) -> Response {
+    if matches!(
+        response.status(),
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::INSUFFICIENT_STORAGE
+    ) {
+        response
+            .headers_mut()
+            .entry(header::RETRY_AFTER)
+            .or_insert(HeaderValue::from(RETRY_AFTER_SECONDS));
+    }
+    response
 }

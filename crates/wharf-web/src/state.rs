@@ -8,6 +8,7 @@ use wharf_queue::Enqueuer;
 use wharf_settings::WebSettings;
 
 use crate::admission::BacklogGauge;
+use crate::budget::InflightBudget;
 use crate::heartbeat::Heartbeat;
 use crate::version::VersionInfo;
 
@@ -20,6 +21,8 @@ pub struct WebState {
     pub settings: Arc<WebSettings>,
     pub enqueuer: Enqueuer,
     pub enqueue_timeout: Duration,
+    /// `MAX_INFLIGHT_REQUESTS` and `MAX_INFLIGHT_BYTES`.
+    pub budget: InflightBudget,
     pub backlog: BacklogGauge,
     /// `REDIS_MEMORY_HIGH_WATER_PERCENT`.
     pub memory_high_water_percent: u8,

@@ -217,9 +217,21 @@ async fn error_endpoint_is_off_without_a_token_and_guarded_with_one() {
     assert_eq!(r.status(), 404);
 
     let app = spawn_app(&[("ERROR_ENDPOINT_TOKEN", "s3cret-token")]).await;
-    let r = app.get("/__error__?token=wrong").await;
-    assert_eq!(r.status(), 403);
     let r = app.get("/__error__?token=s3cret-token").await;
+    assert_eq!(
+        r.status(),
+        403,
+        "the query string no longer carries the token"
+    );
+    let error = |token: &str| {
+        app.client
+            .get(app.url("/__error__"))
+            .header("X-Error-Token", token)
+            .send()
+    };
+    let r = error("wrong").await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = error("s3cret-token").await.unwrap();
     assert_eq!(r.status(), 500, "the panic is caught and answered with 500");
     let r = app.get("/__lbheartbeat__").await;
     assert_eq!(r.status(), 200, "the server survives the panic");

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use wharf_queue::Redis;
 use wharf_queue::{streams, Shard};
+use wharf_telemetry::metrics::BoundedTag;
 
 use crate::backoff::Backoff;
 use crate::batch::{Batch, BatchKey, Batches, Entry, FlushReason, Limits};
@@ -73,6 +74,14 @@ impl BatcherHandle {
             .map_err(|_| BatcherClosed)
     }
 }
+
+/// Namespaces come from clients' URLs (every one is accepted when `ALLOWED_NAMESPACES` is
+/// empty), so the `namespace` tag keeps the first few and calls the rest `other`.
+static NAMESPACE_TAG: std::sync::LazyLock<BoundedTag> =
+    std::sync::LazyLock::new(|| BoundedTag::new(MAX_NAMESPACE_TAGS));
+
+/// Distinct `namespace` tag values one worker sends.
+pub const MAX_NAMESPACE_TAGS: usize = 100;
 
 /// How uploads are retried, acknowledged and given up.
 #[derive(Clone)]
@@ -198,7 +207,7 @@ impl Uploader {
             }
         };
         let docs = batch.entries.len();
-        let namespace = batch.key.namespace.clone();
+        let namespace = NAMESPACE_TAG.get(&batch.key.namespace).to_string();
         let reason = batch.reason.as_str();
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut refused_since: Option<Instant> = None;

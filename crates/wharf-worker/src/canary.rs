@@ -1,7 +1,8 @@
 //! `wharf canary`: submits a uniquely identified document through the web role and waits until the worker has landed it in S3.
 //!
-//! The document goes to the reserved namespace [`NAMESPACE`] (add it to `ALLOWED_NAMESPACES` when
-//! that list is set). Once found, the canary deletes the object that holds it, so canaries leave
+//! The document goes to the reserved namespace [`NAMESPACE`]: with `CANARY_TOKEN` set (on the web
+//! role and here), only requests carrying that token may write there; without it, the namespace
+//! follows `ALLOWED_NAMESPACES` like any other. Once found, the canary deletes the object that holds it, so canaries leave
 //! nothing behind. Run it with the worker's S3 settings and credentials.
 
 use std::time::{Duration, Instant};
@@ -75,16 +76,17 @@ pub async fn run(
             url: submit_url.clone(),
             detail: e.to_string(),
         })?;
-    let response = client
+    let mut request = client
         .post(&submit_url)
         .header("content-type", "application/json")
-        .body(body.clone())
-        .send()
-        .await
-        .map_err(|e| CanaryError::Submit {
-            url: submit_url.clone(),
-            detail: e.to_string(),
-        })?;
+        .body(body.clone());
+    if let Some(token) = &settings.web.canary_token {
+        request = request.header(wharf_queue::CANARY_TOKEN_HEADER, token.expose());
+    }
+    let response = request.send().await.map_err(|e| CanaryError::Submit {
+        url: submit_url.clone(),
+        detail: e.to_string(),
+    })?;
     let status = response.status();
     if !status.is_success() {
         let text = response.text().await.unwrap_or_default();

@@ -288,13 +288,16 @@ async fn a_panic_reaches_sentry_without_credentials_or_client_addresses() {
     let redis = RedisServer::start();
     let mut env = redis_env(&redis);
     env.push(("SENTRY_DSN", sentry.dsn()));
-    env.push(("ERROR_ENDPOINT_TOKEN", "tok".to_string()));
+    env.push(("ERROR_ENDPOINT_TOKEN", "error-token-secret".to_string()));
     env.push(("ENVIRONMENT", "citest".to_string()));
     let web = Process::spawn(&["web"], &env);
     web.wait_ready().await;
     let r = reqwest::Client::new()
-        .get(web.url("/__error__?token=tok"))
+        .get(web.url("/__error__?session=query-secret"))
+        .header("X-Error-Token", "error-token-secret")
         .header("User-Agent", "sentry-probe/1.0")
+        .header("True-Client-IP", "198.51.100.9")
+        .header("X-Amz-Security-Token", "amz-secret")
         .header("Authorization", "Bearer very-secret")
         .header("Cookie", "session=cookie-secret")
         .header("X-Forwarded-For", "203.0.113.77")
@@ -324,7 +327,15 @@ async fn a_panic_reaches_sentry_without_credentials_or_client_addresses() {
         "environment is set: {envelope}"
     );
     assert!(envelope.contains("wharf@"), "release is set: {envelope}");
-    for secret in ["very-secret", "cookie-secret", "203.0.113.77"] {
+    for secret in [
+        "very-secret",
+        "cookie-secret",
+        "203.0.113.77",
+        "198.51.100.9",
+        "amz-secret",
+        "query-secret",
+        "error-token-secret",
+    ] {
         assert!(
             !envelope.contains(secret),
             "`{secret}` sent to Sentry: {envelope}"

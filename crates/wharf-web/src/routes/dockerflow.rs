@@ -1,9 +1,7 @@
 //! The Dockerflow endpoints: `__lbheartbeat__`, `__heartbeat__`, `__version__`, and the token-guarded `__error__`.
 
-use std::collections::HashMap;
-
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -31,23 +29,27 @@ pub async fn version(State(state): State<AppState>) -> Response {
     Json(state.version.as_ref().clone()).into_response()
 }
 
+/// The header that carries `ERROR_ENDPOINT_TOKEN`.
+pub const ERROR_TOKEN_HEADER: &str = "x-error-token";
+
 /// Panics on purpose so operators can see an event arrive in Sentry.
 ///
-/// Disabled (404) unless `ERROR_ENDPOINT_TOKEN` is set; then the `token` query parameter must match.
-pub async fn error(
-    State(state): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
+/// Disabled (404) unless `ERROR_ENDPOINT_TOKEN` is set; then the `X-Error-Token` header must
+/// carry it. A header, not the query string: URLs end up in access logs and error reports.
+pub async fn error(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let Some(expected) = state.settings.error_endpoint_token.as_ref() else {
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     };
-    let given = query.get("token").map(String::as_str).unwrap_or_default();
-    if !constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
+    let given = headers
+        .get(ERROR_TOKEN_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !constant_time_eq(given, expected.expose().as_bytes()) {
         return (StatusCode::FORBIDDEN, "a valid token is required\n").into_response();
     }
     panic!("__error__ called: test error for Sentry");
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -1,37 +1,62 @@
 //! `POST`/`PUT /submit/...`: validate the request, wrap the body with its attributes, enqueue, answer 200 once Redis has it.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, Request, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
 use cadence::{CountedExt, Timed};
-use wharf_queue::Submission;
+use http_body_util::BodyExt;
+use wharf_queue::{Submission, CANARY_TOKEN_HEADER};
 
-use crate::edge::{self, PathError, RequestMeta};
+use crate::budget::Held;
+use crate::edge::{self, CanaryAccess, PathError, RequestMeta};
 use crate::rejection::Rejection;
+use crate::routes::dockerflow::constant_time_eq;
 use crate::state::AppState;
 
 /// Handles one submission. The body is read as opaque bytes and never decompressed or parsed.
-pub async fn submit(
-    State(state): State<AppState>,
-    request: Request<Body>,
-) -> Result<StatusCode, Rejection> {
+pub async fn submit(State(state): State<AppState>, request: Request<Body>) -> Response {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let result = accept(&state, peer, request).await;
-    match &result {
-        Ok(_) => state.metrics.incr_with_tags("submission.accepted").send(),
-        Err(rejection) => state
-            .metrics
-            .incr_with_tags("submission.rejected")
-            .with_tag("reason", rejection.reason())
-            .send(),
+    let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
+        || request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    match accept(&state, peer, request).await {
+        Ok(status) => {
+            state.metrics.incr_with_tags("submission.accepted").send();
+            status.into_response()
+        }
+        Err(rejection) => {
+            state
+                .metrics
+                .incr_with_tags("submission.rejected")
+                .with_tag("reason", rejection.reason())
+                .send();
+            // Every refusal but the queue's comes before the body has been read to its end.
+            // hyper then drops the connection rather than read the rest, so saying so keeps a
+            // client from sending its next request on a connection about to close.
+            let body_left = has_body
+                && !matches!(
+                    rejection,
+                    Rejection::QueueUnavailable | Rejection::NotReplicated
+                );
+            let mut response = rejection.into_response();
+            if body_left {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
+        }
     }
-    result
 }
 
 async fn accept(
@@ -48,12 +73,24 @@ async fn accept(
         .path()
         .strip_prefix("/submit/")
         .unwrap_or_default();
-    let route = edge::parse_route(rest, &settings.allowed_namespaces).map_err(|e| match e {
-        PathError::NotFound(why) => Rejection::NotFound(why),
-        PathError::BadRequest(why) => Rejection::BadRequest(why),
-    })?;
+    let canary = match &settings.canary_token {
+        None => CanaryAccess::AsAnyOther,
+        Some(token) => {
+            let given = parts.headers.get(CANARY_TOKEN_HEADER).map(|v| v.as_bytes());
+            if given.is_some_and(|g| constant_time_eq(g, token.expose().as_bytes())) {
+                CanaryAccess::Granted
+            } else {
+                CanaryAccess::Refused
+            }
+        }
+    };
+    let route =
+        edge::parse_route(rest, &settings.allowed_namespaces, canary).map_err(|e| match e {
+            PathError::NotFound(why) => Rejection::NotFound(why),
+            PathError::BadRequest(why) => Rejection::BadRequest(why),
+        })?;
 
-    check_length(&parts.headers, settings.max_body_bytes)?;
+    let declared = check_length(&parts.headers, settings.max_body_bytes)?;
     if let Some(backlog) = state.backlog.backlog() {
         if backlog >= settings.max_queue_depth {
             return Err(Rejection::QueueFull);
@@ -62,19 +99,7 @@ async fn accept(
     if state.backlog.memory_full(state.memory_high_water_percent) {
         return Err(Rejection::MemoryFull);
     }
-
-    let body = axum::body::to_bytes(body, settings.max_body_bytes)
-        .await
-        .map_err(|e| {
-            if is_length_limit(&e) {
-                Rejection::PayloadTooLarge {
-                    limit: settings.max_body_bytes,
-                }
-            } else {
-                Rejection::BodyRead
-            }
-        })?;
-
+    // Before the body: a refusal here leaves no body half read.
     let attributes = edge::attributes(
         &RequestMeta {
             method: &parts.method,
@@ -85,7 +110,25 @@ async fn accept(
             received_at,
         },
         settings.drop_client_ip,
-    );
+    )
+    .map_err(|header| Rejection::BadRequest(format!("header {header} is not valid UTF-8")))?;
+    // Held until the answer is decided: the body, its encoded copy and the pipeline carrying it
+    // are all alive until then.
+    let mut held = state.budget.admit().ok_or(Rejection::Overloaded)?;
+    if let Some(declared) = declared {
+        if !held.cover(declared) {
+            return Err(Rejection::Overloaded);
+        }
+    }
+    let body = read_body(
+        body,
+        settings.max_body_bytes,
+        declared,
+        &mut held,
+        settings.body_timeout,
+    )
+    .await?;
+
     let submission = Submission::new(route, attributes, body);
     let encoded = submission.encoded_len();
 
@@ -133,12 +176,10 @@ fn is_not_replicated(e: &wharf_queue::enqueue::EnqueueError) -> bool {
     }
 }
 
-/// 411 without a length, 413 when the declared length is already over the limit.
-fn check_length(headers: &HeaderMap, limit: usize) -> Result<(), Rejection> {
-    let chunked = headers.get_all(header::TRANSFER_ENCODING).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|s| s.to_ascii_lowercase().contains("chunked"))
-    });
+/// 411 without a length, 413 when the declared length is already over the limit; the declared
+/// length, or `None` for a chunked body. Requests framed both ways were refused earlier
+/// ([`crate::middleware::refuse_ambiguous_requests`]).
+fn check_length(headers: &HeaderMap, limit: usize) -> Result<Option<usize>, Rejection> {
     match headers.get(header::CONTENT_LENGTH) {
         Some(value) => {
             let length: usize = value
@@ -149,20 +190,43 @@ fn check_length(headers: &HeaderMap, limit: usize) -> Result<(), Rejection> {
             if length > limit {
                 return Err(Rejection::PayloadTooLarge { limit });
             }
-            Ok(())
+            Ok(Some(length))
         }
-        None if chunked => Ok(()),
+        None if headers.contains_key(header::TRANSFER_ENCODING) => Ok(None),
         None => Err(Rejection::LengthRequired),
     }
 }
 
-fn is_length_limit(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return true;
+/// Reads the whole body, refusing it once it passes `limit` (413), goes `idle` without a byte
+/// (503: a stalled upload is as likely the network's fault as the client's), or grows past what
+/// the in-flight budget can cover (503).
+async fn read_body(
+    body: Body,
+    limit: usize,
+    declared: Option<usize>,
+    held: &mut Held,
+    idle: Duration,
+) -> Result<Bytes, Rejection> {
+    let mut body = body;
+    let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0));
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(Rejection::BodyTimeout),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(Rejection::BodyRead),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers carry nothing Wharf stores
+        };
+        let total = buffer.len() + data.len();
+        if total > limit {
+            return Err(Rejection::PayloadTooLarge { limit });
         }
-        source = e.source();
+        if declared.is_none() && !held.cover(total) {
+            return Err(Rejection::Overloaded);
+        }
+        buffer.extend_from_slice(&data);
     }
-    false
+    Ok(buffer.freeze())
 }

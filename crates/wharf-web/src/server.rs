@@ -1,0 +1,116 @@
+//! The listener: accepts connections up to a cap and serves them with hyper (HTTP/1.1, h2c only when enabled), a header-read timeout and bounded buffers, then drains them on shutdown.
+//!
+//! `axum::serve` sets no header timer, so a client trickling header bytes could hold a
+//! connection for ever, and it answers HTTP/2 prior knowledge on a cleartext port. Serving each
+//! connection with hyper's builder directly puts those limits in one place.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+/// Largest request head (request line and headers) a connection buffers; a bigger one gets 431.
+/// `MAX_PATH_BYTES` is at most 16 KiB, so a valid path always fits.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
+/// Most headers one request may carry; more gets 431.
+pub const MAX_HEADERS: usize = 100;
+
+/// After a failed `accept` (out of file descriptors, say), wait this long rather than spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// How connections are served.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+    pub http2_cleartext: bool,
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and returns
+/// once every open connection has finished its requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let builder = builder(&limits);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        // At the cap, stop accepting: further clients wait in the kernel's accept queue, which
+        // costs this process nothing.
+        let slot = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(type = "web.accept", error = %e, "could not accept a connection");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        // Answers are small and written whole: send them at once.
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request
+                .extensions_mut()
+                .insert(ConnectInfo::<SocketAddr>(peer));
+            router.clone().oneshot(request)
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // A client that hangs up or sends garbage ends its connection; nothing to report.
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+fn builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(MAX_HEAD_BYTES).unwrap_or(u32::MAX));
+    if limits.http2_cleartext {
+        builder
+    } else {
+        builder.http1_only()
+    }
+}
