@@ -10,6 +10,10 @@
 #   WHARF_HTTP_PORT  80               ELB HTTP listener -> here
 #   WHARF_HTTPS_PORT 443              ELB HTTPS listener (TLS ended at the ELB) -> here, plain HTTP
 #   WHARF_ACCESS_LOG /var/log/nginx/wharf.access.json
+#   WHARF_LOG_CLIENT_IP off         client address in the access log: off = none at all,
+#                                   truncated = IPv4 /24 as a.b.c.0, IPv6 first three groups + ::
+#                                   (after real_ip); any other value is refused (exit 2)
+# The access log never holds a full client address, X-Forwarded-For or a query string.
 # Only ${WHARF_*} placeholders are substituted; nginx's own $variables are kept.
 # The official nginx image renders /etc/nginx/templates/*.template the same way
 # at start-up (docker-compose.yml relies on that).
@@ -20,10 +24,18 @@ here=$(cd "$(dirname "$0")" && pwd)
 : "${WHARF_HTTP_PORT:=80}"
 : "${WHARF_HTTPS_PORT:=443}"
 : "${WHARF_ACCESS_LOG:=/var/log/nginx/wharf.access.json}"
-export WHARF_UPSTREAM WHARF_LB_CIDR WHARF_HTTP_PORT WHARF_HTTPS_PORT WHARF_ACCESS_LOG
+: "${WHARF_LOG_CLIENT_IP:=off}"
+export WHARF_UPSTREAM WHARF_LB_CIDR WHARF_HTTP_PORT WHARF_HTTPS_PORT WHARF_ACCESS_LOG WHARF_LOG_CLIENT_IP
 if [ "$WHARF_HTTP_PORT" = "$WHARF_HTTPS_PORT" ]; then
     echo "render.sh: WHARF_HTTP_PORT and WHARF_HTTPS_PORT must differ" >&2
     exit 2
 fi
-exec envsubst '${WHARF_UPSTREAM} ${WHARF_LB_CIDR} ${WHARF_HTTP_PORT} ${WHARF_HTTPS_PORT} ${WHARF_ACCESS_LOG}' \
+case "$WHARF_LOG_CLIENT_IP" in
+    off | truncated) ;;
+    *)
+        echo "render.sh: WHARF_LOG_CLIENT_IP must be off or truncated, not '$WHARF_LOG_CLIENT_IP'" >&2
+        exit 2
+        ;;
+esac
+exec envsubst '${WHARF_UPSTREAM} ${WHARF_LB_CIDR} ${WHARF_HTTP_PORT} ${WHARF_HTTPS_PORT} ${WHARF_ACCESS_LOG} ${WHARF_LOG_CLIENT_IP}' \
     < "${1:-$here/wharf.conf.template}"

@@ -98,7 +98,16 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.
 class Nginx:
     """nginx started from the project's template; only ports/paths/upstream/LB CIDR set here."""
 
-    def __init__(self, tmp: Path, upstream: str, lb_cidr: str):
+    def __init__(
+        self,
+        tmp: Path,
+        upstream: str,
+        lb_cidr: str,
+        log_client_ip: str | None = None,
+        error_log_level: str = "info",
+    ):
+        """`log_client_ip`: WHARF_LOG_CLIENT_IP (None = render.sh's default, off).
+        `error_log_level`: the main file's error_log level (the host's choice, not the template's)."""
         self.dir = tmp
         self.http_port = free_port()
         self.https_port = free_port()
@@ -112,6 +121,9 @@ class Nginx:
             WHARF_HTTPS_PORT=str(self.https_port),
             WHARF_ACCESS_LOG=str(self.access_log),
         )
+        env.pop("WHARF_LOG_CLIENT_IP", None)
+        if log_client_ip is not None:
+            env["WHARF_LOG_CLIENT_IP"] = log_client_ip
         site = subprocess.run(
             ["sh", str(RENDER)], env=env, check=True, capture_output=True, text=True
         ).stdout
@@ -126,7 +138,7 @@ class Nginx:
             f"""{user}worker_processes 1;
 daemon off;
 pid {tmp}/nginx.pid;
-error_log {self.error_log} info;
+error_log {self.error_log} {error_log_level};
 events {{ worker_connections 256; }}
 http {{
     default_type application/octet-stream;
@@ -245,6 +257,20 @@ def nginx_echo(tmp_path_factory, echo_upstream):
     if shutil.which("envsubst") is None:
         pytest.skip("SKIPPED: envsubst not installed (apt-get install gettext-base)")
     ng = Nginx(tmp_path_factory.mktemp("nginx-echo"), echo_upstream, LB_CIDR)
+    yield ng
+    ng.close()
+
+
+@pytest.fixture(scope="module")
+def nginx_echo_truncated(tmp_path_factory, echo_upstream):
+    """The same, rendered with WHARF_LOG_CLIENT_IP=truncated and the error log at `warn`."""
+    _need("nginx")
+    if shutil.which("envsubst") is None:
+        pytest.skip("SKIPPED: envsubst not installed (apt-get install gettext-base)")
+    ng = Nginx(
+        tmp_path_factory.mktemp("nginx-echo-truncated"), echo_upstream, LB_CIDR,
+        log_client_ip="truncated", error_log_level="warn",
+    )
     yield ng
     ng.close()
 
