@@ -20,6 +20,9 @@ pub struct BatchKey {
     pub doc_version: String,
     /// Submission hour, UTC, formatted `YYYY-MM-DD/HH`.
     pub hour: String,
+    /// Set for a canary document: it is a batch of its own, in an object named by its docId,
+    /// so that `wharf canary` reads that one object instead of listing the prefix.
+    pub canary_doc_id: Option<String>,
 }
 
 impl BatchKey {
@@ -29,16 +32,38 @@ impl BatchKey {
             doc_type: doc_type.to_string(),
             doc_version: doc_version.to_string(),
             hour: at.format("%Y-%m-%d/%H").to_string(),
+            canary_doc_id: None,
         }
     }
 
-    /// `{prefix}{namespace}/{docType}/{docVersion}/{YYYY-MM-DD}/{HH}/{batch id}.ndjson.gz`
+    /// The key of a canary document ([`wharf_queue::CANARY_NAMESPACE`]): a batch of its own.
+    pub fn canary(doc_type: &str, doc_version: &str, doc_id: &str, at: DateTime<Utc>) -> Self {
+        Self {
+            canary_doc_id: Some(doc_id.to_string()),
+            ..Self::new(wharf_queue::CANARY_NAMESPACE, doc_type, doc_version, at)
+        }
+    }
+
+    /// `{prefix}{namespace}/{docType}/{docVersion}/{YYYY-MM-DD}/{HH}/{batch id}.ndjson.gz`, or
+    /// for a canary document [`canary_object_key`].
     pub fn object_key(&self, prefix: &str, batch_id: &str) -> String {
+        if let Some(doc_id) = &self.canary_doc_id {
+            return canary_object_key(prefix, &self.doc_type, &self.doc_version, doc_id);
+        }
         format!(
             "{prefix}{}/{}/{}/{}/{batch_id}.ndjson.gz",
             self.namespace, self.doc_type, self.doc_version, self.hour
         )
     }
+}
+
+/// `{prefix}wharf-canary/{docType}/{docVersion}/{docId}.ndjson.gz`: known to the canary before
+/// the document lands, so it needs no listing to find it.
+pub fn canary_object_key(prefix: &str, doc_type: &str, doc_version: &str, doc_id: &str) -> String {
+    format!(
+        "{prefix}{}/{doc_type}/{doc_version}/{doc_id}.ndjson.gz",
+        wharf_queue::CANARY_NAMESPACE
+    )
 }
 
 /// Limits that close a batch.
@@ -181,13 +206,14 @@ impl<A> Batches<A> {
         batch.body_bytes += entry.body_bytes;
         batch.entries.push(entry);
         self.waiting += 1;
-        let reason = if batch.entries.len() >= self.limits.max_documents {
-            Some(FlushReason::Count)
-        } else if batch.body_bytes >= self.limits.max_bytes {
-            Some(FlushReason::Bytes)
-        } else {
-            None
-        };
+        let reason =
+            if batch.entries.len() >= self.limits.max_documents || key.canary_doc_id.is_some() {
+                Some(FlushReason::Count)
+            } else if batch.body_bytes >= self.limits.max_bytes {
+                Some(FlushReason::Bytes)
+            } else {
+                None
+            };
         if let Some(reason) = reason {
             out.extend(self.take(&key, reason));
         }
@@ -275,6 +301,7 @@ mod tests {
             doc_type: "t".into(),
             doc_version: "1".into(),
             hour: "2024-05-06/07".into(),
+            canary_doc_id: None,
         }
     }
 
@@ -386,6 +413,21 @@ mod tests {
         assert_eq!(
             k.object_key("landing/", "abc"),
             "landing/telemetry/main/4/2024-05-06/07/abc.ndjson.gz"
+        );
+    }
+
+    #[test]
+    fn a_canary_document_is_a_batch_of_its_own_named_by_its_doc_id() {
+        let mut batches = Batches::new(limits());
+        let at = DateTime::parse_from_rfc3339("2024-05-06T07:08:09Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let key = BatchKey::canary("canary", "1", "d0c1d", at);
+        let flushed = batches.add(key, entry("x", 1), Instant::now());
+        assert_eq!(flushed.len(), 1, "flushed at once");
+        assert_eq!(
+            flushed[0].key.object_key("landing/", "ignored"),
+            "landing/wharf-canary/canary/1/d0c1d.ndjson.gz"
         );
     }
 }

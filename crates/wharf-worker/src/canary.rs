@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use wharf_settings::Settings;
 
+use crate::batch::canary_object_key;
 use crate::objects;
 use crate::sink::S3Sink;
 
@@ -40,11 +41,11 @@ pub enum CanaryError {
         status: u16,
         body: String,
     },
-    #[error("document {doc_id} was accepted by the web role but did not reach s3://{bucket}/{prefix} within {waited:?}: is a worker running, and can it write to the bucket?")]
+    #[error("document {doc_id} was accepted by the web role but did not reach s3://{bucket}/{key} within {waited:?}: is a worker running, and can it write to the bucket?")]
     NotLanded {
         doc_id: String,
         bucket: String,
-        prefix: String,
+        key: String,
         waited: Duration,
     },
     #[error("reading S3 failed: {0}")]
@@ -96,10 +97,12 @@ pub async fn run(
             body: text.chars().take(500).collect(),
         });
     }
-    let prefix = format!("{}{NAMESPACE}/{DOC_TYPE}/{DOC_VERSION}/", sink.prefix());
+    // The worker names a canary document's object by its docId: one GET per poll, however
+    // many other objects the prefix holds.
+    let key = canary_object_key(sink.prefix(), DOC_TYPE, DOC_VERSION, &doc_id);
     let deadline = started + timeout;
     loop {
-        if let Some(key) = find(&sink, &prefix, body.as_bytes()).await? {
+        if holds(&sink, &key, body.as_bytes()).await? {
             sink.client()
                 .delete_object()
                 .bucket(sink.bucket())
@@ -119,7 +122,7 @@ pub async fn run(
             return Err(CanaryError::NotLanded {
                 doc_id,
                 bucket: sink.bucket().to_string(),
-                prefix,
+                key,
                 waited: started.elapsed(),
             });
         }
@@ -127,22 +130,32 @@ pub async fn run(
     }
 }
 
-/// The key of the object under `prefix` holding a document whose body is `body`.
-async fn find(sink: &S3Sink, prefix: &str, body: &[u8]) -> Result<Option<String>, CanaryError> {
-    let listed = objects::list(sink.client(), sink.bucket(), prefix)
-        .await
-        .map_err(|e| CanaryError::S3(e.to_string()))?;
-    for object in listed {
-        // Another canary may have deleted it since the listing.
-        let Ok(bytes) = objects::read(sink.client(), sink.bucket(), &object.key).await else {
-            continue;
-        };
-        let Ok(decoded) = objects::decode(&bytes) else {
-            continue;
-        };
-        if decoded.documents.iter().any(|d| d.body == body) {
-            return Ok(Some(object.key));
+/// Whether the object `key` exists and holds a document whose body is `body`.
+async fn holds(sink: &S3Sink, key: &str, body: &[u8]) -> Result<bool, CanaryError> {
+    let object = sink
+        .client()
+        .get_object()
+        .bucket(sink.bucket())
+        .key(key)
+        .send()
+        .await;
+    let object = match object {
+        Ok(object) => object,
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(false),
+        Err(e) => {
+            return Err(CanaryError::S3(
+                aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+            ))
         }
-    }
-    Ok(None)
+    };
+    let bytes = object
+        .body
+        .collect()
+        .await
+        .map_err(|e| CanaryError::S3(e.to_string()))?
+        .into_bytes();
+    let Ok(decoded) = objects::decode(&bytes) else {
+        return Ok(false);
+    };
+    Ok(decoded.documents.iter().any(|d| d.body == body))
 }

@@ -43,12 +43,12 @@ pub fn prepare(delivery: &Delivery) -> Result<(BatchKey, Vec<u8>), HandleError> 
     let submission = &delivery.submission;
     let line = ndjson_line(&submission.attributes, &submission.body)?;
     let route = &submission.route;
-    let key = BatchKey::new(
-        &route.namespace,
-        &route.doc_type,
-        &route.doc_version,
-        submitted_at(delivery),
-    );
+    let at = submitted_at(delivery);
+    let key = if route.namespace == wharf_queue::CANARY_NAMESPACE {
+        BatchKey::canary(&route.doc_type, &route.doc_version, &route.doc_id, at)
+    } else {
+        BatchKey::new(&route.namespace, &route.doc_type, &route.doc_version, at)
+    };
     Ok((key, line))
 }
 

@@ -216,3 +216,50 @@ async fn canary_succeeds_with_a_worker_and_fails_clearly_without() {
     assert!(!ok, "canary succeeded without a worker: {text}");
     assert!(text.contains("did not reach"), "unclear failure: {text}");
 }
+
+/// With `CANARY_TOKEN` set, outside traffic cannot write to the canary's namespace, while
+/// `wharf canary`, which sends the token, still lands and finds its document by key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_canary_token_only_the_canary_writes_to_its_namespace() {
+    let redis = RedisServer::start();
+    let s3 = S3Server::start(BUCKET);
+    let token = ("CANARY_TOKEN", "canary-secret");
+    let (_web, port) = start_web(redis.port(), &[token]).await;
+    let vars = worker_env(redis.port(), &s3, &[("BATCH_MAX_AGE_MS", "300"), token]);
+    let _worker = WorkerProcess::spawn(&vars);
+    let url = format!("http://127.0.0.1:{port}");
+
+    let client = reqwest::Client::new();
+    let submit = format!(
+        "{url}/submit/wharf-canary/canary/1/{}",
+        "4f0e9c1a-2b7d-4c3e-9a51-6d2f8e0b7c44"
+    );
+    for given in [None, Some("wrong")] {
+        let mut request = client.post(&submit).body("{}");
+        if let Some(t) = given {
+            request = request.header("X-Canary-Token", t);
+        }
+        let status = request.send().await.unwrap().status();
+        assert_eq!(status, 404, "token {given:?}");
+    }
+    let status = client
+        .post(&submit)
+        .header("X-Canary-Token", "canary-secret")
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200, "the right token is accepted");
+
+    let (ok, text) = canary(&vars, &url, 30).await;
+    assert!(ok, "canary failed with its token: {text}");
+    let without: Vec<(String, String)> = vars
+        .iter()
+        .filter(|(k, _)| k != "CANARY_TOKEN")
+        .cloned()
+        .collect();
+    let (ok, text) = canary(&without, &url, 5).await;
+    assert!(!ok, "canary without the token succeeded: {text}");
+    assert!(text.contains("404"), "{text}");
+}
