@@ -78,6 +78,13 @@ impl WebApp {
             .await
             .map_err(|source| WebError::Bind { addr, source })?;
 
+        let canary = wharf_queue::CANARY_NAMESPACE;
+        if !web.allowed_namespaces.is_empty()
+            && !web.allowed_namespaces.iter().any(|n| n == canary)
+            && web.canary_token.is_none()
+        {
+            tracing::warn!(type = "web.start", "ALLOWED_NAMESPACES does not list {canary} and CANARY_TOKEN is unset: `wharf canary` will get 404");
+        }
         let conn = wharf_queue::connect(&settings.redis)?;
         let metrics = Arc::new(metrics);
         let shards = settings.redis.queue_shards;
