@@ -168,9 +168,6 @@ class Wharf:
             "LOG_LEVEL": "info",
             "VERSION_FILE": str(tmp / "version.json"),
             "ENVIRONMENT": "test",
-            # The issue names it WEB_BODY_TIMEOUT_MS, the settings catalog BODY_TIMEOUT_MS;
-            # both are set so either spelling takes effect (unknown variables are ignored).
-            "WEB_BODY_TIMEOUT_MS": str(BODY_TIMEOUT_MS),
             "BODY_TIMEOUT_MS": str(BODY_TIMEOUT_MS),
         }
         self.proc = subprocess.Popen([exe, "web"], env=env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT)

@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod budget;
 pub mod edge;
+pub mod framing;
 pub mod heartbeat;
 pub mod middleware;
 pub mod rejection;

@@ -35,20 +35,12 @@ pub async fn limit_path_length(
 /// plain `chunked` (whose body Wharf would store still coded), and an HTTP/1.1 request without
 /// exactly one `Host` (RFC 9112, section 3.2).
 ///
-/// A request framed by both `Content-Length` and `Transfer-Encoding` never reaches this far
-/// intact: hyper drops the `Content-Length`, reads the body as chunked and closes the connection
-/// after answering (RFC 9112, section 6.1), so nothing can be smuggled behind it. nginx, in front
-/// in production, answers it 400 itself.
+/// A request framed by both `Content-Length` and `Transfer-Encoding` never gets this far: hyper
+/// drops its `Content-Length`, so [`crate::framing`] spots it in the raw bytes.
 ///
 /// Both answers close the connection: the body, if any, is left unread.
 pub async fn refuse_ambiguous_requests(request: Request<Body>, next: Next) -> Response {
-    let refuse = |why: &str| {
-        let mut response = Rejection::BadRequest(why.into()).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        response
-    };
+    let refuse = |why: &str| Rejection::BadRequest(why.into()).closing();
     let headers = request.headers();
     let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
     if let Some(first) = codings.next() {

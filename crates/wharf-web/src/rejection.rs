@@ -76,6 +76,19 @@ impl IntoResponse for Rejection {
     }
 }
 
+impl Rejection {
+    /// The answer, saying `Connection: close`: for a refusal that leaves the request's body
+    /// unread, which hyper will not read to its end, so the client must not send another
+    /// request on this connection.
+    pub fn closing(self) -> Response {
+        let mut response = self.into_response();
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    }
+}
+
 /// Every 503 and 507, whoever wrote it (a handler, or the request timeout), tells the client
 /// when to retry: these answers mean "not now", never "not this".
 pub async fn retry_after_when_unavailable(mut response: Response) -> Response {

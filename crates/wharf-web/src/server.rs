@@ -2,10 +2,12 @@
 //!
 //! `axum::serve` sets no header timer, so a client trickling header bytes could hold a
 //! connection for ever, and it answers HTTP/2 prior knowledge on a cleartext port. Serving each
-//! connection with hyper's builder directly puts those limits in one place.
+//! connection with hyper's builder directly puts those limits in one place, and lets each
+//! connection's bytes pass through [`crate::framing`] on the way.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +21,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
+
+use crate::framing::{Ambiguous, Watched};
+use crate::rejection::Rejection;
 
 /// Largest request head (request line and headers) a connection buffers; a bigger one gets 431.
 /// `MAX_PATH_BYTES` is at most 16 KiB, so a valid path always fits.
@@ -76,11 +81,26 @@ pub async fn serve(
         // Answers are small and written whole: send them at once.
         let _ = stream.set_nodelay(true);
         let router = router.clone();
+        let ambiguous = Ambiguous::default();
+        let stream = Watched::new(stream, ambiguous.clone());
+        let ordinal = Arc::new(AtomicU64::new(0));
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-            request
-                .extensions_mut()
-                .insert(ConnectInfo::<SocketAddr>(peer));
-            router.clone().oneshot(request)
+            let router = router.clone();
+            // HTTP/1.1 serves a connection's requests in order, so the n-th call is the n-th
+            // request the scanner saw.
+            let refused = ambiguous.take(ordinal.fetch_add(1, Ordering::Relaxed));
+            async move {
+                if refused {
+                    return Ok(Rejection::BadRequest(
+                        "a request may not carry both Content-Length and Transfer-Encoding".into(),
+                    )
+                    .closing());
+                }
+                request
+                    .extensions_mut()
+                    .insert(ConnectInfo::<SocketAddr>(peer));
+                router.oneshot(request).await
+            }
         });
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)

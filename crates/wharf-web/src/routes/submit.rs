@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
+use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use cadence::{CountedExt, Timed};
@@ -48,13 +48,11 @@ pub async fn submit(State(state): State<AppState>, request: Request<Body>) -> Re
                     rejection,
                     Rejection::QueueUnavailable | Rejection::NotReplicated
                 );
-            let mut response = rejection.into_response();
             if body_left {
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                rejection.closing()
+            } else {
+                rejection.into_response()
             }
-            response
         }
     }
 }
