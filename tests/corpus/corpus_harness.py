@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -20,20 +19,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
+# Process helpers (free ports, finding binaries, waiting, stopping) are the nginx tests'.
+sys.path.insert(0, str(REPO / "tests" / "nginx"))
+from nginx_harness import find_exe, free_port, stop, wait_http, wait_port  # noqa: E402,F401
+
 # The stalled-body cases wait for this (ms); the server default is much longer.
 BODY_TIMEOUT_MS = 1000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def find_exe(name: str) -> str | None:
-    return shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
-    )
 
 
 def wharf_bin() -> str | None:
@@ -54,40 +45,6 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
         return e.code
     except Exception:  # noqa: BLE001 - not answering yet
         return None
-
-
-def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
-        last = http_status(url, timeout=1)
-        if last == 200:
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer 200 within {timeout}s (last: {last})")
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"port {port} not listening after {timeout}s")
-
-
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # ---------------------------------------------------------------------------- redis
@@ -150,13 +107,13 @@ def _read_resp(f):
 
 
 class Wharf:
-    """`wharf web` on a free port, logging MozLog JSON to a file."""
+    """`wharf web` on a free port with extra settings, logging MozLog JSON to a file."""
 
-    def __init__(self, exe: str, tmp: Path, redis: Redis):
+    def __init__(self, exe: str, tmp: Path, redis: Redis, name: str = "wharf", **settings: str):
         self.port = free_port()
-        self.log = tmp / "wharf.log"
+        self.log = tmp / f"{name}.log"
         (tmp / "version.json").write_text(
-            '{"source":"https://example.invalid/wharf","version":"test","commit":"corpus","build":""}'
+            '{"source":"https://example.invalid/wharf","version":"test","commit":"test","build":""}'
         )
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -168,9 +125,10 @@ class Wharf:
             "LOG_LEVEL": "info",
             "VERSION_FILE": str(tmp / "version.json"),
             "ENVIRONMENT": "test",
-            "BODY_TIMEOUT_MS": str(BODY_TIMEOUT_MS),
+            **{k: str(v) for k, v in settings.items()},
         }
         self.proc = subprocess.Popen([exe, "web"], env=env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+        self.pid = self.proc.pid
         try:
             wait_http(self.url("/__lbheartbeat__"), proc=self.proc)
             wait_http(self.url("/__heartbeat__"), proc=self.proc)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from corpus_harness import Redis, Wharf, find_exe, http_status, replay, wharf_bin
+from corpus_harness import BODY_TIMEOUT_MS, Redis, Wharf, find_exe, http_status, replay, wharf_bin
 
 HERE = Path(__file__).resolve().parent
 # Loaded under its own name: "generate" is too common a module name to put on sys.path.
@@ -45,7 +45,7 @@ def wharf(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("corpus")
     redis = Redis(tmp)
     try:
-        web = Wharf(exe, tmp, redis)
+        web = Wharf(exe, tmp, redis, BODY_TIMEOUT_MS=BODY_TIMEOUT_MS)
     except Exception:
         redis.close()
         log = tmp / "wharf.log"

@@ -104,6 +104,66 @@ fn secrets_never_print() {
     );
 }
 
+/// Credentials and signatures inside URLs are hidden from `wharf config` and from the error
+/// that an unusable `CONFIG_URL` gives.
+#[test]
+fn urls_lose_their_credentials_and_queries_when_shown() {
+    let s = from_vars(
+        Role::Inspect,
+        vars(&[(
+            "CONFIG_URL",
+            "http://cfg:url-password@127.0.0.1:1/wharf.json?X-Amz-Signature=url-signature",
+        )]),
+    );
+    let err = s.expect_err("nothing listens on port 1").to_string();
+    assert!(err.contains("127.0.0.1:1/wharf.json"), "{err}");
+    for leaked in ["url-password", "url-signature"] {
+        assert!(!err.contains(leaked), "{leaked} in {err}");
+    }
+    let s = from_vars(
+        Role::Inspect,
+        vars(&[
+            ("S3_BUCKET", "b"),
+            ("S3_ENDPOINT_URL", "http://minio:endpoint-password@s3:9000"),
+        ]),
+    )
+    .unwrap();
+    let json = serde_json::to_string(&s).unwrap();
+    assert!(json.contains("s3:9000"), "{json}");
+    assert!(!json.contains("endpoint-password"), "{json}");
+}
+
+#[test]
+fn every_number_has_bounds_and_the_log_filter_is_checked_with_the_rest() {
+    for (name, value) in [
+        ("REDIS_PORT", "0"),
+        ("REDIS_DB", "16"),
+        ("STATSD_PORT", "70000"),
+        ("MAX_BODY_BYTES", "0"),
+        ("MAX_PATH_BYTES", "1000000"),
+        ("QUEUE_DEPTH_WARNING", "0"),
+        ("HEADER_TIMEOUT_MS", "0"),
+        ("BODY_TIMEOUT_MS", "999999999"),
+        ("MAX_CONNECTIONS", "1"),
+        ("MAX_INFLIGHT_REQUESTS", "0"),
+        ("LOG_LEVEL", "info,[["),
+    ] {
+        let err = from_vars(Role::Web, vars(&[("REDIS_HOST", "r"), (name, value)])).unwrap_err();
+        let names: Vec<&str> = err.problems().iter().map(|p| p.variable.as_str()).collect();
+        assert_eq!(names, [name], "{name}={value}: {err}");
+    }
+    let err = from_vars(
+        Role::Web,
+        vars(&[
+            ("REDIS_HOST", "r"),
+            ("MAX_BODY_BYTES", "4194304"),
+            ("MAX_INFLIGHT_BYTES", "2097152"),
+        ]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("MAX_INFLIGHT_BYTES"), "{err}");
+}
+
 #[test]
 fn config_url_supplies_defaults_and_env_overrides() {
     let dir = tempfile::tempdir().unwrap();

@@ -197,7 +197,7 @@ fn check_length(headers: &HeaderMap, limit: usize) -> Result<Option<usize>, Reje
 
 /// Reads the whole body, refusing it once it passes `limit` (413), goes `idle` without a byte
 /// (503: a stalled upload is as likely the network's fault as the client's), or grows past what
-/// the in-flight budget can cover (503).
+/// the in-flight budget can cover (503). A declared length was covered, and allocated, before.
 async fn read_body(
     body: Body,
     limit: usize,
@@ -221,8 +221,14 @@ async fn read_body(
         if total > limit {
             return Err(Rejection::PayloadTooLarge { limit });
         }
-        if declared.is_none() && !held.cover(total) {
-            return Err(Rejection::Overloaded);
+        if total > buffer.capacity() {
+            // A chunked body: grow the buffer here, by doubling up to the limit, and count what
+            // is allocated rather than what has arrived, or the budget would see half the memory.
+            let grown = total.max(buffer.capacity() * 2).min(limit);
+            if !held.cover(grown) {
+                return Err(Rejection::Overloaded);
+            }
+            buffer.reserve(grown - buffer.len());
         }
         buffer.extend_from_slice(&data);
     }
