@@ -13,6 +13,8 @@ pub enum Rejection {
     BadRequest(String),
     #[error("{0}")]
     NotFound(&'static str),
+    #[error("header {0} is not valid UTF-8")]
+    HeaderNotUtf8(&'static str),
     #[error("Content-Length is required (or use chunked transfer encoding)")]
     LengthRequired,
     #[error("body larger than {limit} bytes")]
@@ -38,7 +40,9 @@ pub enum Rejection {
 impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
-            Rejection::BadRequest(_) | Rejection::BodyRead => StatusCode::BAD_REQUEST,
+            Rejection::BadRequest(_) | Rejection::HeaderNotUtf8(_) | Rejection::BodyRead => {
+                StatusCode::BAD_REQUEST
+            }
             Rejection::NotFound(_) => StatusCode::NOT_FOUND,
             Rejection::LengthRequired => StatusCode::LENGTH_REQUIRED,
             Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -55,6 +59,7 @@ impl Rejection {
     pub fn reason(&self) -> &'static str {
         match self {
             Rejection::BadRequest(_) => "bad_path",
+            Rejection::HeaderNotUtf8(_) => "bad_header",
             Rejection::NotFound(_) => "not_found",
             Rejection::LengthRequired => "length_required",
             Rejection::PayloadTooLarge { .. } => "body_too_large",

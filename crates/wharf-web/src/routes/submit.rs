@@ -97,7 +97,8 @@ async fn accept(
     if state.backlog.memory_full(state.memory_high_water_percent) {
         return Err(Rejection::MemoryFull);
     }
-    // Before the body: a refusal here leaves no body half read.
+    // Checked before the body is read, so that every refusal once it has been read is the
+    // queue's (which `submit` relies on to keep the connection open).
     let attributes = edge::attributes(
         &RequestMeta {
             method: &parts.method,
@@ -109,7 +110,7 @@ async fn accept(
         },
         settings.drop_client_ip,
     )
-    .map_err(|header| Rejection::BadRequest(format!("header {header} is not valid UTF-8")))?;
+    .map_err(Rejection::HeaderNotUtf8)?;
     // Held until the answer is decided: the body, its encoded copy and the pipeline carrying it
     // are all alive until then.
     let mut held = state.budget.admit().ok_or(Rejection::Overloaded)?;
