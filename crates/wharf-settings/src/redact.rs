@@ -1,9 +1,12 @@
 //! Hides credentials and query strings inside URLs before they reach a log, an error or `wharf config`.
 
-/// What replaces a hidden part of a URL.
+/// What replaces text that is hidden whole.
 pub const REDACTED: &str = "[redacted]";
 
-/// `url` with its user name, password, query string and fragment replaced by [`REDACTED`].
+/// What replaces a hidden part of a URL: a word a URL can hold without escaping.
+const HIDDEN: &str = "redacted";
+
+/// `url` with its user name, password, query string and fragment each replaced by `redacted`.
 ///
 /// Presigned URLs carry their signature in the query, and `https://user:pass@host/` URLs their
 /// password in the authority: both are as secret as a password. Text that does not parse as a
@@ -13,16 +16,16 @@ pub fn redact_url(url: &str) -> String {
         return REDACTED.to_string();
     };
     if !parsed.username().is_empty() {
-        let _ = parsed.set_username(REDACTED);
+        let _ = parsed.set_username(HIDDEN);
     }
     if parsed.password().is_some() {
-        let _ = parsed.set_password(Some(REDACTED));
+        let _ = parsed.set_password(Some(HIDDEN));
     }
     if parsed.query().is_some() {
-        parsed.set_query(Some(REDACTED));
+        parsed.set_query(Some(HIDDEN));
     }
     if parsed.fragment().is_some() {
-        parsed.set_fragment(Some(REDACTED));
+        parsed.set_fragment(Some(HIDDEN));
     }
     parsed.to_string()
 }
