@@ -21,20 +21,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 # Process helpers (free ports, finding binaries, waiting, stopping) are the nginx tests'.
 sys.path.insert(0, str(REPO / "tests" / "nginx"))
-from nginx_harness import find_exe, free_port, stop, wait_http, wait_port  # noqa: E402,F401
+import nginx_harness  # noqa: E402
+from nginx_harness import find_exe, free_port, stop, wait_http  # noqa: E402,F401
+from nginx_harness import wharf_exe as wharf_bin  # noqa: E402,F401
 
 # The stalled-body cases wait for this (ms); the server default is much longer.
 BODY_TIMEOUT_MS = 1000
-
-
-def wharf_bin() -> str | None:
-    env = os.environ.get("WHARF_BIN")
-    if env:
-        return env if os.access(env, os.X_OK) else None
-    for p in (REPO / "target/debug/wharf", REPO / "target/release/wharf"):
-        if os.access(p, os.X_OK):
-            return str(p)
-    return None
 
 
 def http_status(url: str, timeout: float = 2.0) -> int | None:
@@ -50,27 +42,8 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
 # ---------------------------------------------------------------------------- redis
 
 
-class Redis:
-    def __init__(self, tmp: Path):
-        self.port = free_port()
-        self.log = tmp / "redis.log"
-        self.proc = subprocess.Popen(
-            [find_exe("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-            stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_port(self.port)
-        except Exception:
-            stop(self.proc)
-            raise
-
-    def command(self, *args: str):
-        """Minimal RESP client (no redis-py dependency)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
-            s.sendall(payload.encode())
-            return _read_resp(s.makefile("rb"))
+class Redis(nginx_harness.Redis):
+    """The nginx tests' redis-server, plus a look at what was queued."""
 
     def stored_attributes(self) -> list[dict]:
         """The attributes of every submission on the queue streams."""
@@ -80,27 +53,6 @@ class Redis:
                 pairs = dict(zip(fields[::2], fields[1::2]))
                 out.append(json.loads(pairs[b"at"]))
         return out
-
-    def close(self):
-        stop(self.proc)
-
-
-def _read_resp(f):
-    line = f.readline().rstrip(b"\r\n")
-    kind, rest = line[:1], line[1:]
-    if kind == b"+":
-        return rest.decode()
-    if kind == b"-":
-        raise RuntimeError(rest.decode())
-    if kind == b":":
-        return int(rest)
-    if kind == b"$":
-        n = int(rest)
-        return None if n < 0 else f.read(n + 2)[:-2]
-    if kind == b"*":
-        n = int(rest)
-        return None if n < 0 else [_read_resp(f) for _ in range(n)]
-    raise RuntimeError(f"unexpected RESP {line!r}")
 
 
 # ---------------------------------------------------------------------------- wharf web

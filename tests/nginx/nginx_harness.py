@@ -42,20 +42,25 @@ def find_exe(name: str) -> str | None:
     )
 
 
-def wharf_bin() -> str | None:
-    """WHARF_BIN, else target/debug or target/release; builds it with cargo if neither exists."""
+def wharf_exe() -> str | None:
+    """WHARF_BIN, else target/debug/wharf, else target/release/wharf. Never builds (scripts/test
+    runs the cargo tests, which build it, before the Python suites)."""
     env = os.environ.get("WHARF_BIN")
     if env:
         return env if os.access(env, os.X_OK) else None
-    candidates = (REPO / "target/debug/wharf", REPO / "target/release/wharf")
-    for p in candidates:
+    for p in (REPO / "target/debug/wharf", REPO / "target/release/wharf"):
         if os.access(p, os.X_OK):
             return str(p)
-    if shutil.which("cargo") and (REPO / "crates/wharf/Cargo.toml").exists():
-        subprocess.run(["cargo", "build", "--locked", "-q", "-p", "wharf", "--bin", "wharf"], cwd=REPO, check=True)
-        if os.access(candidates[0], os.X_OK):
-            return str(candidates[0])
     return None
+
+
+def wharf_bin() -> str | None:
+    """wharf_exe(), built with cargo first when there is none (for running these tests alone)."""
+    found = wharf_exe()
+    if found is None and shutil.which("cargo") and (REPO / "crates/wharf/Cargo.toml").exists():
+        subprocess.run(["cargo", "build", "--locked", "-q", "-p", "wharf", "--bin", "wharf"], cwd=REPO, check=True)
+        found = wharf_exe()
+    return found
 
 
 def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
@@ -281,12 +286,17 @@ def nginx_echo_truncated(tmp_path_factory, echo_upstream):
 class Redis:
     def __init__(self, tmp: Path):
         self.port = free_port()
+        self.log = tmp / "redis.log"
         self.proc = subprocess.Popen(
             [find_exe("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-            stdout=open(tmp / "redis.log", "w"), stderr=subprocess.STDOUT,
+            stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
         )
-        wait_port(self.port)
+        try:
+            wait_port(self.port)
+        except Exception:
+            stop(self.proc)
+            raise
 
     def command(self, *args: str):
         """Minimal RESP client (no redis-py dependency)."""

@@ -32,31 +32,19 @@ sys.path.insert(0, str(HERE.parent / "nginx"))
 
 from nginx_harness import (  # noqa: E402  (path set just above)
     LB_CIDR,
-    REPO,
     Nginx,
     find_exe,
     free_port,
     request,
     stop,
     wait_http,
+    wharf_exe,
 )
 
 __all__ = [
     "LB_CIDR", "Nginx", "RedisServer", "SentrySink", "StatsdSink", "Wharf",
     "find_exe", "free_port", "request", "stop", "wait_until", "wharf_exe",
 ]
-
-
-def wharf_exe() -> str | None:
-    """WHARF_BIN, else target/debug/wharf, else target/release/wharf. Never builds (scripts/test
-    runs the cargo tests, which build it, before the Python suites)."""
-    env = os.environ.get("WHARF_BIN")
-    if env:
-        return env if os.access(env, os.X_OK) else None
-    for p in (REPO / "target/debug/wharf", REPO / "target/release/wharf"):
-        if os.access(p, os.X_OK):
-            return str(p)
-    return None
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
