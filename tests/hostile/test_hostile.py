@@ -1,6 +1,6 @@
 """The web role against hostile clients, over real TCP against the real `wharf web` (with a real
-redis-server): slow heads, floods of large stalled bodies (Content-Length and chunked), and
-HTTP/2 prior knowledge on the cleartext port.
+redis-server): slow heads, floods of large stalled bodies (Content-Length and chunked), HTTP/2
+prior knowledge on the cleartext port, and a Sentry host that never answers.
 
     python3 -m pytest -q tests/hostile          # add -s to see the measured figures
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import statistics
+import threading
 import time
 
 import pytest
@@ -27,6 +28,7 @@ from hostile_harness import (
     get,
     post,
     raise_nofile,
+    request,
     submit_path,
     trickle_heads,
     wharf_bin,
@@ -310,3 +312,71 @@ def test_h2c_prior_knowledge_is_off_by_default_and_on_with_http2_cleartext(start
         f"first frame is type {frame_type:#x} on stream {stream} (length {length}), "
         f"not SETTINGS on stream 0: {data[:40].hex()}"
     )
+
+
+# ---------------------------------------------------------------------------- 5. a dead Sentry
+
+
+class MuteSentry:
+    """A Sentry host that accepts connections and never answers: the worst kind, because a client
+    without a time limit waits on it for ever."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1024)
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self._stop = False
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self):
+        self.sock.settimeout(0.2)
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+                self.held.append(conn)  # kept open, never read, never answered
+            except OSError:
+                continue
+
+    def close(self):
+        self._stop = True
+        self._thread.join(2)
+        for conn in self.held:
+            conn.close()
+        self.sock.close()
+
+
+def test_a_dead_sentry_never_stops_the_web_role(start_web):
+    """Panics raise Sentry events; with the Sentry host mute, the web role must go on answering,
+    and stop on SIGTERM within its grace period. Before the fix, sentry's panic hook flushed the
+    transport on the panicking worker thread and two panics stopped the whole role."""
+    sentry = MuteSentry()
+    try:
+        web = start_web(
+            "dead-sentry",
+            SENTRY_DSN=f"http://public@127.0.0.1:{sentry.port}/1",
+            ERROR_ENDPOINT_TOKEN="boom",
+            SHUTDOWN_GRACE_MS=2000,
+        )
+        panic = (
+            "GET /__error__ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Error-Token: boom\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
+        # Past the transport's 30-event queue and far past the two runtime workers; each panic
+        # must still be answered (500) at once.
+        for n in range(60):
+            answer = request(web.port, panic, timeout=5.0)
+            assert answer.status == 500, f"panic {n + 1}: {answer.error or answer.status}"
+        assert sentry.held, "the web role never reached the Sentry host: the test proves nothing"
+        for _ in range(5):
+            assert get(web.port, "/__lbheartbeat__", timeout=2.0).status == 200
+            assert post(web.port, SMALL_BODY, timeout=2.0).status == 200
+        started = time.monotonic()
+        web.proc.terminate()
+        web.proc.wait(timeout=10)
+        stopped = time.monotonic() - started
+        assert stopped < 6.0, f"SIGTERM took {stopped:.1f}s with a dead Sentry"
+    finally:
+        sentry.close()

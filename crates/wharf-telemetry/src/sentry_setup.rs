@@ -1,8 +1,14 @@
-//! Sentry client set-up: release and environment, panics captured, personal data scrubbed before sending.
+//! Sentry client set-up: release and environment, panics captured, personal data scrubbed before sending, and nothing that can stall a request when Sentry is slow or gone.
 
 use std::borrow::Cow;
+use std::panic::PanicHookInfo;
+use std::sync::{Arc, Once};
+use std::time::Duration;
 
+use sentry::integrations::panic::PanicIntegration;
 use sentry::protocol::Event;
+use sentry::transports::ReqwestHttpTransportOptions;
+use sentry::{Transport, TransportFactory, TransportOptions};
 use wharf_settings::TelemetrySettings;
 
 /// The only request headers an event may carry: what helps to reproduce a request and says
@@ -20,6 +26,14 @@ pub const ALLOWED_HEADERS: &[&str] = &[
     "x-request-id",
 ];
 
+/// Longest one request to Sentry may take, connecting included. The transport sends from one
+/// thread, one event at a time: without a limit, one request to a host that never answers
+/// holds every later event, and the client's shutdown flush, for ever.
+const SEND_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long the client waits at exit for queued events to go.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Starts Sentry when a DSN is configured; `None` (and no cost) otherwise.
 pub fn init(settings: &TelemetrySettings) -> Option<sentry::ClientInitGuard> {
     let dsn = settings.sentry_dsn.as_ref()?;
@@ -28,8 +42,52 @@ pub fn init(settings: &TelemetrySettings) -> Option<sentry::ClientInitGuard> {
         .release(Cow::Owned(format!("wharf@{}", env!("CARGO_PKG_VERSION"))))
         .environment(Cow::Owned(settings.environment.clone()))
         .send_default_pii(false)
+        .shutdown_timeout(SHUTDOWN_TIMEOUT)
+        .transport(BoundedTransport)
         .before_send(|event| Some(scrub(event)));
-    Some(sentry::init(options))
+    // Rust's own hook, taken before sentry's integration wraps it (both only the first time).
+    static HOOKED: Once = Once::new();
+    let mut previous = None;
+    HOOKED.call_once(|| previous = Some(std::panic::take_hook()));
+    let guard = sentry::init(options);
+    if let Some(previous) = previous {
+        capture_panics_without_flushing(previous);
+    }
+    Some(guard)
+}
+
+/// sentry's reqwest transport, with a time limit on each request.
+#[derive(Clone, Copy)]
+struct BoundedTransport;
+
+impl TransportFactory for BoundedTransport {
+    fn create_transport_with_options(&self, options: TransportOptions) -> Arc<dyn Transport> {
+        let transport = ReqwestHttpTransportOptions::from(options);
+        let bounded = reqwest::Client::builder()
+            .connect_timeout(SEND_TIMEOUT)
+            .timeout(SEND_TIMEOUT)
+            .build();
+        match bounded {
+            Ok(client) => Arc::new(transport.with_client(client).build()),
+            // Only a broken TLS set-up fails here; sentry's own client is then no worse.
+            Err(_) => Arc::new(transport.build()),
+        }
+    }
+}
+
+/// Replaces sentry's panic hook, which flushes the transport on the panicking thread: that
+/// blocks a runtime worker whenever Sentry is slow or unreachable, and once the transport's
+/// queue is full it blocks for ever (a dead Sentry stopped the web role within a second of
+/// panics, bench/blackhole.py). Capturing only queues the event, or drops it when the queue is
+/// full; `previous` (Rust's own hook, printing the panic) still runs after it.
+fn capture_panics_without_flushing(previous: Box<dyn Fn(&PanicHookInfo<'_>) + Send + Sync>) {
+    drop(std::panic::take_hook());
+    std::panic::set_hook(Box::new(move |info| {
+        sentry::with_integration(|integration: &PanicIntegration, hub| {
+            hub.capture_event(integration.event_from_panic_info(info));
+        });
+        previous(info);
+    }));
 }
 
 /// Keeps only allow-listed headers, and drops the query string, cookies, body and environment
