@@ -17,8 +17,13 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The most a head may hold before the scanner stops looking (hyper refuses it with 431 anyway).
-const MAX_HEAD: usize = crate::server::MAX_HEAD_BYTES;
+/// Largest request head (request line and headers) a connection buffers; a bigger one gets 431
+/// from hyper, and the scanner stops looking. `MAX_PATH_BYTES` is at most 16 KiB, so a valid
+/// path always fits.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
+/// Most headers one request may carry; more gets 431.
+pub const MAX_HEADERS: usize = 100;
 /// The longest chunk-size or trailer line the scanner follows.
 const MAX_LINE: usize = 4096;
 
@@ -83,7 +88,7 @@ impl Scanner {
             match &mut self.state {
                 State::Lost => return,
                 State::Head(head) => {
-                    let room = MAX_HEAD.saturating_sub(head.len());
+                    let room = MAX_HEAD_BYTES.saturating_sub(head.len());
                     let (taken, _) = bytes.split_at(bytes.len().min(room));
                     let before = head.len();
                     head.extend_from_slice(taken);
@@ -139,7 +144,7 @@ impl Scanner {
         let State::Head(head) = &self.state else {
             return None;
         };
-        let mut headers = [httparse::EMPTY_HEADER; crate::server::MAX_HEADERS];
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut headers);
         let end = match request.parse(head) {
             Ok(httparse::Status::Complete(end)) => end,

@@ -22,15 +22,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
-use crate::framing::{Ambiguous, Watched};
+use crate::framing::{Ambiguous, Watched, MAX_HEADERS, MAX_HEAD_BYTES};
 use crate::rejection::Rejection;
-
-/// Largest request head (request line and headers) a connection buffers; a bigger one gets 431.
-/// `MAX_PATH_BYTES` is at most 16 KiB, so a valid path always fits.
-pub const MAX_HEAD_BYTES: usize = 32 * 1024;
-
-/// Most headers one request may carry; more gets 431.
-pub const MAX_HEADERS: usize = 100;
 
 /// After a failed `accept` (out of file descriptors, say), wait this long rather than spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
