@@ -40,7 +40,6 @@ import http.client
 import json
 import os
 import platform
-import resource
 import shutil
 import socket
 import statistics
@@ -616,7 +615,7 @@ def measure(svc: harness.Services, sinks: Sinks, web: Web, load: Load, body_file
     cpu0 = harness.cpu_seconds(pid)
     snap0 = sinks.snapshot()
     ticks = harness.machine_ticks()
-    busy0, kids0, self0 = busy_seconds(), children_cpu(), self_cpu()
+    busy0, kids0, self0 = harness.busy_seconds(), harness.children_cpu(), harness.self_cpu()
     redis0 = harness.cpu_seconds(svc.redis_proc.pid)
     client = Caller(web.port, "/__error__", {"X-Error-Token": ERROR_TOKEN}, error_rate, 5.0, 16) if with_errors else None
     probe = Caller(web.port, "/__lbheartbeat__", None, 5.0, 1.0, 4)
@@ -627,7 +626,7 @@ def measure(svc: harness.Services, sinks: Sinks, web: Web, load: Load, body_file
     errors_client = client.finish() if client else None
     fig["heartbeat_probe"] = probe.finish()
     fig["steal_percent"] = harness.steal_percent(ticks, harness.machine_ticks())
-    busy1, kids1, self1 = busy_seconds(), children_cpu(), self_cpu()
+    busy1, kids1, self1 = harness.busy_seconds(), harness.children_cpu(), harness.self_cpu()
     redis_cpu = harness.cpu_seconds(svc.redis_proc.pid) - redis0
     alive = web.proc.poll() is None
     fig["web_alive"] = alive
@@ -649,23 +648,6 @@ def measure(svc: harness.Services, sinks: Sinks, web: Web, load: Load, body_file
     fig["heartbeat_after"] = http_get(web.port, "/__lbheartbeat__", timeout=1.0)
     svc.redis("FLUSHALL")
     return fig
-
-
-def busy_seconds() -> float:
-    """CPU seconds the whole machine spent busy (not idle, iowait or stolen), from /proc/stat."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:9]]
-    return (sum(v) - v[3] - v[4] - v[7]) / harness.CLK_TCK
-
-
-def children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def self_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def _threads(pid: int):

@@ -31,7 +31,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -327,19 +326,6 @@ def redis_cpu(pids: dict[str, int]) -> dict[str, float]:
     return {k: harness.cpu_seconds(p) for k, p in pids.items()}
 
 
-def busy_seconds() -> float:
-    """CPU seconds the whole machine spent busy (not idle, iowait or stolen), from /proc/stat."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:9]]
-    return (sum(v) - v[3] - v[4] - v[7]) / harness.CLK_TCK
-
-
-def children_cpu() -> float:
-    """CPU seconds of this script's finished children (oha, redis-cli)."""
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
 # ---------------------------------------------------------------- phases
 
 
@@ -347,10 +333,10 @@ def saturation(t: Target, body_file: str, duration: float, connections: int) -> 
     """oha at saturation against t's web; web CPU per request, Redis CPU per document summed over
     every redis-server of the configuration (and per node), documents per master."""
     pids = t.redis_pids()
-    r0, busy0, oha0 = redis_cpu(pids), busy_seconds(), children_cpu()
+    r0, busy0, oha0 = redis_cpu(pids), harness.busy_seconds(), harness.children_cpu()
     fig, cpu, rss = harness.measured(t, t.web.pid, lambda: harness.oha_run(t, t.web_port, body_file, duration,
                                                                           connections, None))
-    r1, busy1, oha1 = redis_cpu(pids), busy_seconds(), children_cpu()
+    r1, busy1, oha1 = redis_cpu(pids), harness.busy_seconds(), harness.children_cpu()
     per_node = {k: round(r1[k] - r0[k], 3) for k in pids}
     redis_total = sum(per_node.values())
     # What else ran on the machine meanwhile (other processes of this guest: builds, editors),

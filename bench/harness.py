@@ -11,6 +11,7 @@ import datetime
 import gzip
 import json
 import os
+import resource
 import platform
 import shutil
 import signal
@@ -70,6 +71,25 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (not idle, iowait or stolen), from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return (sum(v) - v[3] - v[4] - v[7]) / CLK_TCK
+
+
+def children_cpu() -> float:
+    """CPU seconds of this script's finished children (the load generator, redis-cli)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def self_cpu() -> float:
+    """CPU seconds of this script itself."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def status_mb(pid: int, field: str) -> float:
