@@ -73,15 +73,7 @@ impl Rejection {
             Rejection::BodyTimeout => "body_timeout",
         }
     }
-}
 
-impl IntoResponse for Rejection {
-    fn into_response(self) -> Response {
-        (self.status(), format!("{self}\n")).into_response()
-    }
-}
-
-impl Rejection {
     /// The answer, saying `Connection: close`: for a refusal that leaves the request's body
     /// unread, which hyper will not read to its end, so the client must not send another
     /// request on this connection.
@@ -91,6 +83,12 @@ impl Rejection {
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         response
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        (self.status(), format!("{self}\n")).into_response()
     }
 }
 

@@ -200,13 +200,12 @@ fn check_length(headers: &HeaderMap, limit: usize) -> Result<Option<usize>, Reje
 /// (503: a stalled upload is as likely the network's fault as the client's), or grows past what
 /// the in-flight budget can cover (503). A declared length was covered, and allocated, before.
 async fn read_body(
-    body: Body,
+    mut body: Body,
     limit: usize,
     declared: Option<usize>,
     held: &mut Held,
     idle: Duration,
 ) -> Result<Bytes, Rejection> {
-    let mut body = body;
     let mut buffer = BytesMut::with_capacity(declared.unwrap_or(0));
     loop {
         let frame = match tokio::time::timeout(idle, body.frame()).await {
