@@ -35,6 +35,12 @@ impl Shard {
         format!("wharf:{{{}}}:dead", self.0)
     }
 
+    /// `wharf:{<n>}:landed:<docId>`: the docId ledger's record of a document, in its shard's
+    /// hash slot so that one pipeline per shard reaches every record a batch needs.
+    pub fn landed(self, doc_id: &str) -> String {
+        format!("wharf:{{{}}}:landed:{doc_id}", self.0)
+    }
+
     /// The shard a document goes to: a hash of its docId, so a client's retry of the same
     /// document lands in the same shard.
     ///

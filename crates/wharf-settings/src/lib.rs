@@ -148,6 +148,46 @@ pub struct WebSettings {
     pub http2_cleartext: bool,
     /// When set, the canary namespace takes only requests carrying this token.
     pub canary_token: Option<Secret>,
+    /// Browser origins allowed to submit.
+    pub cors: CorsOrigins,
+    /// How long a browser may cache a preflight answer.
+    #[serde(serialize_with = "serialize_ms")]
+    pub cors_max_age: Duration,
+    /// The live debug view, when `DEBUG_VIEW_TOKEN` is set.
+    pub debug_view: Option<DebugViewSettings>,
+}
+
+/// Which browser origins may submit (`CORS_ALLOWED_ORIGINS`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CorsOrigins {
+    /// `*`: every origin, without credentials.
+    Any,
+    /// Exactly these `scheme://host[:port]` origins, lowercased.
+    List(Vec<String>),
+}
+
+impl CorsOrigins {
+    /// Whether a request's `Origin` header value is allowed.
+    pub fn allows(&self, origin: &str) -> bool {
+        match self {
+            CorsOrigins::Any => true,
+            CorsOrigins::List(list) => list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
+        }
+    }
+}
+
+/// The live debug view: documents tagged `X-Debug-ID`, kept per tag in capped Redis streams.
+#[derive(Debug, Clone, Serialize)]
+pub struct DebugViewSettings {
+    pub token: Secret,
+    /// Documents kept per tag.
+    pub max_entries: usize,
+    /// Tags listed at once.
+    pub max_tags: usize,
+    /// A tag's documents expire this long after its last submission.
+    #[serde(serialize_with = "serialize_ms")]
+    pub ttl: Duration,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -181,6 +221,18 @@ pub struct WorkerSettings {
     pub refusal_grace: Duration,
     #[serde(serialize_with = "serialize_ms")]
     pub liveness_ttl: Duration,
+    /// How long a landed document's docId stays in the ledger; zero turns deduplication off.
+    #[serde(serialize_with = "serialize_ms")]
+    pub dedup_window: Duration,
+    pub output_compression: Compression,
+}
+
+/// How the worker compresses its NDJSON objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Gzip,
+    Zstd,
 }
 
 /// The whole effective configuration.
@@ -292,6 +344,12 @@ struct RawEnv {
     max_inflight_bytes: Option<String>,
     max_inflight_requests: Option<String>,
     http2_cleartext: Option<String>,
+    cors_allowed_origins: Option<String>,
+    cors_max_age_ms: Option<String>,
+    debug_view_token: Option<String>,
+    debug_view_max_entries: Option<String>,
+    debug_view_max_tags: Option<String>,
+    debug_view_ttl_ms: Option<String>,
     canary_token: Option<String>,
     s3_bucket: Option<String>,
     s3_prefix: Option<String>,
@@ -307,6 +365,8 @@ struct RawEnv {
     worker_claim_idle_ms: Option<String>,
     max_attempts: Option<String>,
     s3_refusal_grace_ms: Option<String>,
+    dedup_window_ms: Option<String>,
+    output_compression: Option<String>,
     liveness_ttl_ms: Option<String>,
 }
 
@@ -417,6 +477,19 @@ fn build(
         max_inflight_requests: p.within("MAX_INFLIGHT_REQUESTS", 1, 1_000_000) as usize,
         http2_cleartext: p.boolean("HTTP2_CLEARTEXT"),
         canary_token: p.optional("CANARY_TOKEN").map(Secret::new),
+        cors: p.origins("CORS_ALLOWED_ORIGINS"),
+        cors_max_age: p.millis("CORS_MAX_AGE_MS", 0, 86_400_000),
+        debug_view: None,
+    };
+    let debug_view = DebugViewSettings {
+        token: Secret::new(p.optional("DEBUG_VIEW_TOKEN").unwrap_or_default()),
+        max_entries: p.within("DEBUG_VIEW_MAX_ENTRIES", 1, 1_000) as usize,
+        max_tags: p.within("DEBUG_VIEW_MAX_TAGS", 1, 1_000) as usize,
+        ttl: p.millis("DEBUG_VIEW_TTL_MS", 60_000, 604_800_000),
+    };
+    let web = WebSettings {
+        debug_view: (!debug_view.token.expose().is_empty()).then_some(debug_view),
+        ..web
     };
     let needs_s3 = matches!(role, Role::Worker | Role::Canary);
     let bucket = p.required_for("S3_BUCKET", needs_s3);
@@ -438,6 +511,12 @@ fn build(
         max_attempts: p.within("MAX_ATTEMPTS", 1, 1_000) as u32,
         refusal_grace: p.millis("S3_REFUSAL_GRACE_MS", 0, 86_400_000),
         liveness_ttl: p.millis("LIVENESS_TTL_MS", 1_000, 600_000),
+        dedup_window: p.millis("DEDUP_WINDOW_MS", 0, 604_800_000),
+        output_compression: p.choice(
+            "OUTPUT_COMPRESSION",
+            &[("gzip", Compression::Gzip), ("zstd", Compression::Zstd)],
+            Compression::Gzip,
+        ),
     };
     let worker_role = role == Role::Worker;
     if worker_role && worker.claim_idle < worker.poll_interval * 3 {

@@ -145,6 +145,44 @@ impl<'a> Parser<'a> {
             .unwrap_or_default()
     }
 
+    /// `*`, or a comma-separated list of origins (`scheme://host[:port]`, nothing after).
+    pub(crate) fn origins(&mut self, name: &str) -> crate::CorsOrigins {
+        let list = self.list(name);
+        if list.iter().any(|o| o == "*") {
+            if list.len() > 1 {
+                self.problem(
+                    name,
+                    "`*` allows every origin and cannot be combined with others",
+                );
+            }
+            return crate::CorsOrigins::Any;
+        }
+        let mut origins = Vec::new();
+        for origin in list {
+            match url::Url::parse(&origin) {
+                Ok(u)
+                    if matches!(u.scheme(), "http" | "https")
+                        && u.host().is_some()
+                        && u.path() == "/"
+                        && !origin.ends_with('/')
+                        && u.query().is_none()
+                        && u.username().is_empty() =>
+                {
+                    origins.push(u.origin().ascii_serialization())
+                }
+                _ => self.problem(
+                    name,
+                    format!("`{origin}` is not an origin (scheme://host[:port], no path)"),
+                ),
+            }
+        }
+        if origins.is_empty() {
+            self.problem(name, "names no origin; use `*` to allow every origin");
+            return crate::CorsOrigins::Any;
+        }
+        crate::CorsOrigins::List(origins)
+    }
+
     pub(crate) fn choice<T: Copy>(&mut self, name: &str, options: &[(&str, T)], fallback: T) -> T {
         let Some(value) = self.raw(name) else {
             return fallback;

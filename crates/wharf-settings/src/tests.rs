@@ -370,3 +370,77 @@ fn redis_safety_settings_default_safe_and_are_bounded() {
         assert!(named.contains(&variable), "{variable} not reported: {err}");
     }
 }
+
+#[test]
+fn browser_debug_and_dedup_settings_default_sensibly_and_are_checked() {
+    let s = from_vars(
+        Role::Worker,
+        vars(&[("REDIS_HOST", "r"), ("S3_BUCKET", "b")]),
+    )
+    .unwrap();
+    assert_eq!(s.web.cors, CorsOrigins::Any);
+    assert_eq!(s.web.cors_max_age, Duration::from_secs(86_400));
+    assert!(s.web.debug_view.is_none(), "off unless a token is set");
+    let w = s.worker.unwrap();
+    assert_eq!(w.dedup_window, Duration::from_secs(3_600));
+    assert_eq!(w.output_compression, Compression::Gzip);
+
+    let s = from_vars(
+        Role::Web,
+        vars(&[
+            ("REDIS_HOST", "r"),
+            (
+                "CORS_ALLOWED_ORIGINS",
+                "https://App.Example.com, http://127.0.0.1:8080",
+            ),
+            ("DEBUG_VIEW_TOKEN", "t0ken"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        s.web.cors,
+        CorsOrigins::List(vec![
+            "https://app.example.com".into(),
+            "http://127.0.0.1:8080".into()
+        ])
+    );
+    assert!(s.web.cors.allows("https://app.example.com"));
+    assert!(!s.web.cors.allows("https://evil.example.com"));
+    let view = s.web.debug_view.unwrap();
+    assert_eq!(view.token.expose(), "t0ken");
+    assert_eq!((view.max_entries, view.max_tags), (50, 20));
+
+    let err = from_vars(
+        Role::Worker,
+        vars(&[
+            ("REDIS_HOST", "r"),
+            ("S3_BUCKET", "b"),
+            (
+                "CORS_ALLOWED_ORIGINS",
+                "https://ok.example, https://x.example/path, *",
+            ),
+            ("DEBUG_VIEW_TTL_MS", "10"),
+            ("DEDUP_WINDOW_MS", "-1"),
+            ("OUTPUT_COMPRESSION", "brotli"),
+        ]),
+    )
+    .unwrap_err();
+    let named: Vec<&str> = err.problems().iter().map(|p| p.variable.as_str()).collect();
+    for variable in [
+        "CORS_ALLOWED_ORIGINS",
+        "DEBUG_VIEW_TTL_MS",
+        "DEDUP_WINDOW_MS",
+        "OUTPUT_COMPRESSION",
+    ] {
+        assert!(named.contains(&variable), "{variable} not reported: {err}");
+    }
+    let err = from_vars(
+        Role::Web,
+        vars(&[
+            ("REDIS_HOST", "r"),
+            ("CORS_ALLOWED_ORIGINS", "https://x.example/path"),
+        ]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("is not an origin"), "{err}");
+}

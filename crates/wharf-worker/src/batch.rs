@@ -9,8 +9,28 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use flate2::write::GzEncoder;
-use flate2::Compression;
 use sha2::{Digest, Sha256};
+use wharf_settings::Compression;
+
+/// The object name's suffix for each output compression.
+pub fn extension(compression: Compression) -> &'static str {
+    match compression {
+        Compression::Gzip => ".ndjson.gz",
+        Compression::Zstd => ".ndjson.zst",
+    }
+}
+
+/// The object's `Content-Encoding`.
+pub fn content_encoding(compression: Compression) -> &'static str {
+    match compression {
+        Compression::Gzip => "gzip",
+        Compression::Zstd => "zstd",
+    }
+}
+
+/// zstd's own default level: on NDJSON of base64 bodies it compresses better than gzip's
+/// fastest level for less CPU (docs/benchmarks.md, "Output compression").
+const ZSTD_LEVEL: i32 = 3;
 
 /// The group a submission lands in: one S3 prefix per group.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -44,25 +64,42 @@ impl BatchKey {
         }
     }
 
-    /// `{prefix}{namespace}/{docType}/{docVersion}/{YYYY-MM-DD}/{HH}/{batch id}.ndjson.gz`, or
-    /// for a canary document [`canary_object_key`].
-    pub fn object_key(&self, prefix: &str, batch_id: &str) -> String {
+    /// `{prefix}{namespace}/{docType}/{docVersion}/{YYYY-MM-DD}/{HH}/{batch id}.ndjson.gz`
+    /// (`.ndjson.zst` with zstd), or for a canary document [`canary_object_key`].
+    pub fn object_key(&self, prefix: &str, batch_id: &str, compression: Compression) -> String {
         if let Some(doc_id) = &self.canary_doc_id {
-            return canary_object_key(prefix, &self.doc_type, &self.doc_version, doc_id);
+            return canary_object_key(
+                prefix,
+                &self.doc_type,
+                &self.doc_version,
+                doc_id,
+                compression,
+            );
         }
         format!(
-            "{prefix}{}/{}/{}/{}/{batch_id}.ndjson.gz",
-            self.namespace, self.doc_type, self.doc_version, self.hour
+            "{prefix}{}/{}/{}/{}/{batch_id}{}",
+            self.namespace,
+            self.doc_type,
+            self.doc_version,
+            self.hour,
+            extension(compression)
         )
     }
 }
 
-/// `{prefix}wharf-canary/{docType}/{docVersion}/{docId}.ndjson.gz`: known to the canary before
-/// the document lands, so it needs no listing to find it.
-pub fn canary_object_key(prefix: &str, doc_type: &str, doc_version: &str, doc_id: &str) -> String {
+/// `{prefix}wharf-canary/{docType}/{docVersion}/{docId}.ndjson.gz` (or `.zst`): known to the
+/// canary before the document lands, so it needs no listing to find it.
+pub fn canary_object_key(
+    prefix: &str,
+    doc_type: &str,
+    doc_version: &str,
+    doc_id: &str,
+    compression: Compression,
+) -> String {
     format!(
-        "{prefix}{}/{doc_type}/{doc_version}/{doc_id}.ndjson.gz",
-        wharf_queue::CANARY_NAMESPACE
+        "{prefix}{}/{doc_type}/{doc_version}/{doc_id}{}",
+        wharf_queue::CANARY_NAMESPACE,
+        extension(compression)
     )
 }
 
@@ -107,9 +144,44 @@ impl FlushReason {
 #[derive(Debug)]
 pub struct Entry<A> {
     pub task_id: String,
+    /// The document's identity for the docId ledger ([`crate::ledger`]).
+    pub doc: DocIdentity,
     pub line: Vec<u8>,
     pub body_bytes: usize,
     pub ack: A,
+}
+
+/// What makes two submissions the same document: the docId, and a digest of the route and the
+/// body. A client's retry has both equal; the same docId with another body has only the first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocIdentity {
+    pub doc_id: String,
+    pub digest: [u8; 8],
+}
+
+impl DocIdentity {
+    /// The first 8 bytes of SHA-256 over `namespace/docType/docVersion/docId`, a newline and
+    /// the body as received.
+    pub fn new(route: &wharf_queue::Route, body: &[u8]) -> Self {
+        let mut hash = Sha256::new();
+        for part in [
+            &route.namespace,
+            &route.doc_type,
+            &route.doc_version,
+            &route.doc_id,
+        ] {
+            hash.update(part.as_bytes());
+            hash.update(b"/");
+        }
+        hash.update(b"\n");
+        hash.update(body);
+        let mut digest = [0u8; 8];
+        digest.copy_from_slice(&hash.finalize()[..8]);
+        Self {
+            doc_id: route.doc_id.clone(),
+            digest,
+        }
+    }
 }
 
 /// A closed batch, ready to upload.
@@ -135,8 +207,9 @@ impl<A> Batch<A> {
         hex::encode(&hash.finalize()[..16])
     }
 
-    /// The gzip NDJSON object: lines ordered by task id, so the bytes are the same on every retry.
-    pub fn encode(&mut self) -> std::io::Result<Vec<u8>> {
+    /// The compressed NDJSON object: lines ordered by task id, so the bytes are the same on
+    /// every retry.
+    pub fn encode(&mut self, compression: Compression) -> std::io::Result<Vec<u8>> {
         self.entries.sort_by(|a, b| a.task_id.cmp(&b.task_id));
         let raw_len: usize = self.entries.iter().map(|e| e.line.len() + 1).sum();
         // One write of the whole NDJSON text: flate2 zero-fills its 32 KiB output buffer's spare
@@ -147,9 +220,17 @@ impl<A> Batch<A> {
             raw.extend_from_slice(&entry.line);
             raw.push(b'\n');
         }
-        let mut gz = GzEncoder::new(Vec::with_capacity(raw_len / 3 + 64), Compression::fast());
-        gz.write_all(&raw)?;
-        gz.finish()
+        match compression {
+            Compression::Gzip => {
+                let mut gz = GzEncoder::new(
+                    Vec::with_capacity(raw_len / 3 + 64),
+                    flate2::Compression::fast(),
+                );
+                gz.write_all(&raw)?;
+                gz.finish()
+            }
+            Compression::Zstd => zstd::bulk::compress(&raw, ZSTD_LEVEL),
+        }
     }
 }
 
@@ -308,6 +389,10 @@ mod tests {
     fn entry(id: &str, bytes: usize) -> Entry<()> {
         Entry {
             task_id: id.into(),
+            doc: DocIdentity {
+                doc_id: id.into(),
+                digest: [0; 8],
+            },
             line: id.as_bytes().to_vec(),
             body_bytes: bytes,
             ack: (),
@@ -397,7 +482,12 @@ mod tests {
         let mut one = b1.drain().remove(0);
         let mut two = b2.drain().remove(0);
         assert_eq!(one.id(), two.id());
-        assert_eq!(one.encode().unwrap(), two.encode().unwrap());
+        for compression in [Compression::Gzip, Compression::Zstd] {
+            assert_eq!(
+                one.encode(compression).unwrap(),
+                two.encode(compression).unwrap()
+            );
+        }
     }
 
     #[test]
@@ -411,8 +501,12 @@ mod tests {
                 .with_timezone(&Utc),
         );
         assert_eq!(
-            k.object_key("landing/", "abc"),
+            k.object_key("landing/", "abc", Compression::Gzip),
             "landing/telemetry/main/4/2024-05-06/07/abc.ndjson.gz"
+        );
+        assert_eq!(
+            k.object_key("landing/", "abc", Compression::Zstd),
+            "landing/telemetry/main/4/2024-05-06/07/abc.ndjson.zst"
         );
     }
 
@@ -426,7 +520,9 @@ mod tests {
         let flushed = batches.add(key, entry("x", 1), Instant::now());
         assert_eq!(flushed.len(), 1, "flushed at once");
         assert_eq!(
-            flushed[0].key.object_key("landing/", "ignored"),
+            flushed[0]
+                .key
+                .object_key("landing/", "ignored", Compression::Gzip),
             "landing/wharf-canary/canary/1/d0c1d.ndjson.gz"
         );
     }

@@ -15,11 +15,14 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use wharf_queue::Redis;
 use wharf_queue::{streams, Shard};
+use wharf_settings::Compression;
 use wharf_telemetry::metrics::BoundedTag;
 
 use crate::backoff::Backoff;
+use crate::batch;
 use crate::batch::{Batch, BatchKey, Batches, Entry, FlushReason, Limits};
 use crate::held::{self, Held};
+use crate::ledger::{Ledger, Verdict};
 use crate::sink::{S3Failure, S3Sink};
 
 /// Uploads running at once; each holds at most one batch in memory.
@@ -50,25 +53,18 @@ pub struct BatcherHandle {
 
 impl BatcherHandle {
     /// Puts a document in its batch; returns once the batcher has it (not once it is in S3).
+    /// `taken_over` marks an entry claimed from a dead worker: its batch closes sooner.
     pub async fn submit(
         &self,
         key: BatchKey,
-        shard: Shard,
-        id: String,
-        line: Vec<u8>,
-        body_bytes: usize,
+        entry: Entry<EntryRef>,
         taken_over: bool,
     ) -> Result<(), BatcherClosed> {
         self.tx
             .send(Doc {
                 key,
                 taken_over,
-                entry: Entry {
-                    task_id: format!("{shard}/{id}"),
-                    line,
-                    body_bytes,
-                    ack: (shard, id),
-                },
+                entry,
             })
             .await
             .map_err(|_| BatcherClosed)
@@ -87,6 +83,9 @@ pub const MAX_NAMESPACE_TAGS: usize = 100;
 #[derive(Clone)]
 pub struct Delivery {
     pub sink: S3Sink,
+    pub compression: Compression,
+    /// The docId ledger; `None` when `DEDUP_WINDOW_MS` is 0.
+    pub ledger: Option<Ledger>,
     /// Acknowledgements and dead letters (never the reading connection).
     pub conn: Redis,
     pub held: Held,
@@ -196,9 +195,24 @@ impl Uploader {
         };
         let d = &self.delivery;
         let id = batch.id();
-        let key = batch.key.object_key(d.sink.prefix(), &id);
+        let key = batch.key.object_key(d.sink.prefix(), &id, d.compression);
         let refs = held::by_shard(batch.entries.iter().map(|e| (e.ack.0, &e.ack.1)));
-        let body = match batch.encode() {
+        // A canary's object is named by its docId: writing it again overwrites it.
+        let ledger = d
+            .ledger
+            .as_ref()
+            .filter(|_| batch.key.canary_doc_id.is_none());
+        let _uploading = match ledger {
+            Some(ledger) => {
+                self.drop_duplicates(ledger, &mut batch, &id, &key).await;
+                if batch.entries.is_empty() {
+                    return self.acknowledge(&refs, &key).await;
+                }
+                Some(ledger.uploading(&id))
+            }
+            None => None,
+        };
+        let body = match batch.encode(d.compression) {
             Ok(body) => Bytes::from(body),
             Err(e) => {
                 return self
@@ -214,7 +228,10 @@ impl Uploader {
         let mut counted_refusals = 0u32;
         loop {
             let started = Instant::now();
-            let result = d.sink.put(&key, body.clone()).await;
+            let result = d
+                .sink
+                .put(&key, body.clone(), batch::content_encoding(d.compression))
+                .await;
             d.metrics
                 .time_with_tags("s3.put.duration", started.elapsed())
                 .with_tag("outcome", if result.is_ok() { "ok" } else { "error" })
@@ -268,6 +285,61 @@ impl Uploader {
             .send();
         tracing::debug!(type = "worker.batch", object = %key, documents = docs, reason, "batch written");
         self.acknowledge(&refs, &key).await;
+    }
+
+    /// Asks the docId ledger about every document (waiting out Redis or S3 trouble, the
+    /// entries stay held meanwhile), then takes out those already landed. Their entries are
+    /// still acknowledged with the batch's.
+    async fn drop_duplicates(
+        &self,
+        ledger: &Ledger,
+        batch: &mut Batch<EntryRef>,
+        id: &str,
+        key: &str,
+    ) {
+        let d = &self.delivery;
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut reported = false;
+        let verdicts = loop {
+            match ledger.check(batch, id).await {
+                Ok(verdicts) => break verdicts,
+                Err(e) => {
+                    if !reported {
+                        tracing::error!(type = "worker.dedup", object = %key, error = %e, "could not consult the docId ledger; the batch waits, its entries stay unacknowledged");
+                        reported = true;
+                    }
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        };
+        if reported {
+            tracing::info!(type = "worker.dedup", object = %key, "docId ledger answering again");
+        }
+        let conflicts = verdicts.iter().filter(|v| **v == Verdict::Conflict).count();
+        let mut dropped = Vec::new();
+        let entries = std::mem::take(&mut batch.entries);
+        for (entry, verdict) in entries.into_iter().zip(verdicts) {
+            if verdict == Verdict::Duplicate {
+                batch.body_bytes = batch.body_bytes.saturating_sub(entry.body_bytes);
+                dropped.push(entry.doc.doc_id);
+            } else {
+                batch.entries.push(entry);
+            }
+        }
+        if conflicts > 0 {
+            d.metrics
+                .count_with_tags("worker.dedup.conflicts", conflicts as i64)
+                .send();
+            tracing::info!(type = "worker.dedup", object = %key, conflicts, "documents reuse a docId seen within DEDUP_WINDOW_MS with another body or route; kept");
+        }
+        if !dropped.is_empty() {
+            let count = dropped.len();
+            d.metrics
+                .count_with_tags("worker.dedup.dropped", count as i64)
+                .send();
+            dropped.truncate(10);
+            tracing::info!(type = "worker.dedup", object = %key, dropped = count, doc_ids = ?dropped, "documents already landed within DEDUP_WINDOW_MS were dropped (doc_ids lists at most 10)");
+        }
     }
 
     /// `XACK` + `XDEL` the batch's entries, retrying while Redis is away: the object is in S3,

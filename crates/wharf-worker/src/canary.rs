@@ -99,7 +99,13 @@ pub async fn run(
     }
     // The worker names a canary document's object by its docId: one GET per poll, however
     // many other objects the prefix holds.
-    let key = canary_object_key(sink.prefix(), DOC_TYPE, DOC_VERSION, &doc_id);
+    let key = canary_object_key(
+        sink.prefix(),
+        DOC_TYPE,
+        DOC_VERSION,
+        &doc_id,
+        ws.output_compression,
+    );
     let deadline = started + timeout;
     loop {
         if holds(&sink, &key, body.as_bytes()).await? {

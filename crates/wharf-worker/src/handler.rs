@@ -4,7 +4,7 @@ use apalis::prelude::{BoxDynError, Data};
 use base64::Engine;
 use chrono::{DateTime, TimeZone, Utc};
 
-use crate::batch::BatchKey;
+use crate::batch::{BatchKey, DocIdentity, Entry};
 use crate::batcher::BatcherHandle;
 use crate::reader::Delivery;
 
@@ -23,16 +23,16 @@ pub enum HandleError {
 /// unit of acknowledgement.
 pub async fn handle(delivery: Delivery, batcher: Data<BatcherHandle>) -> Result<(), BoxDynError> {
     let (key, line) = prepare(&delivery)?;
-    let body_bytes = delivery.submission.body.len();
+    let submission = &delivery.submission;
+    let entry = Entry {
+        task_id: format!("{}/{}", delivery.shard, delivery.id),
+        doc: DocIdentity::new(&submission.route, &submission.body),
+        line,
+        body_bytes: submission.body.len(),
+        ack: (delivery.shard, delivery.id),
+    };
     batcher
-        .submit(
-            key,
-            delivery.shard,
-            delivery.id,
-            line,
-            body_bytes,
-            delivery.taken_over,
-        )
+        .submit(key, entry, delivery.taken_over)
         .await
         .map_err(|_| HandleError::Stopping)?;
     Ok(())

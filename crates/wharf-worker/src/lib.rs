@@ -15,6 +15,7 @@ pub mod consumer;
 pub mod handler;
 pub mod held;
 pub mod housekeeping;
+pub mod ledger;
 pub mod naming;
 pub mod objects;
 pub mod reader;
@@ -114,6 +115,8 @@ async fn supervise(
         fetch_size = ws.fetch_size,
         max_held_documents = ws.max_held_documents,
         claim_idle_ms = u64::try_from(ws.claim_idle.as_millis()).unwrap_or(u64::MAX),
+        dedup_window_ms = u64::try_from(ws.dedup_window.as_millis()).unwrap_or(u64::MAX),
+        compression = ?ws.output_compression,
         "worker started: reading the shard streams as consumer {name}"
     );
 
@@ -131,6 +134,13 @@ async fn supervise(
         limits,
         batcher::Delivery {
             sink: sink.clone(),
+            compression: ws.output_compression,
+            ledger: ledger::Ledger::new(
+                conn.clone(),
+                sink.clone(),
+                ws.dedup_window,
+                ws.output_compression,
+            ),
             conn: conn.clone(),
             held: held.clone(),
             metrics: Arc::clone(&metrics),

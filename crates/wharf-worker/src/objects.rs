@@ -32,9 +32,9 @@ pub enum ObjectsError {
 /// Why an object is not gzip NDJSON as the worker writes it.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    #[error("not gzip: {0}")]
-    NotGzip(std::io::Error),
-    #[error("not UTF-8 text once gunzipped")]
+    #[error("not gzip or zstd: {0}")]
+    NotCompressed(std::io::Error),
+    #[error("not UTF-8 text once decompressed")]
     NotText,
 }
 
@@ -144,12 +144,23 @@ pub async fn read(
     Ok(bytes.into_bytes().to_vec())
 }
 
-/// The documents of a gzip NDJSON object; lines that are not documents are reported, not fatal.
+/// The zstd frame magic number (RFC 8878).
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// The documents of a gzip or zstd NDJSON object (told apart by their magic numbers, so objects
+/// written before and after an `OUTPUT_COMPRESSION` change both read); lines that are not
+/// documents are reported, not fatal.
 pub fn decode(object: &[u8]) -> Result<Decoded, DecodeError> {
     let mut raw = Vec::new();
-    flate2::read::MultiGzDecoder::new(object)
-        .read_to_end(&mut raw)
-        .map_err(DecodeError::NotGzip)?;
+    if object.starts_with(&ZSTD_MAGIC) {
+        zstd::stream::read::Decoder::new(object)
+            .and_then(|mut d| d.read_to_end(&mut raw))
+            .map_err(DecodeError::NotCompressed)?;
+    } else {
+        flate2::read::MultiGzDecoder::new(object)
+            .read_to_end(&mut raw)
+            .map_err(DecodeError::NotCompressed)?;
+    }
     let text = String::from_utf8(raw).map_err(|_| DecodeError::NotText)?;
     let mut decoded = Decoded::default();
     for (index, line) in text.lines().enumerate() {
@@ -252,7 +263,25 @@ mod tests {
 
     #[test]
     fn an_object_that_is_not_gzip_is_an_error() {
-        assert!(matches!(decode(b"plain"), Err(DecodeError::NotGzip(_))));
+        assert!(matches!(
+            decode(b"plain"),
+            Err(DecodeError::NotCompressed(_))
+        ));
+    }
+
+    #[test]
+    fn zstd_objects_decode_like_gzip_ones() {
+        let line = br#"{"attributes":{"uri":"/submit/a/b/1/x"},"data":"aGk="}"#;
+        let mut text = line.to_vec();
+        text.push(b'\n');
+        let object = zstd::bulk::compress(&text, 3).unwrap();
+        let decoded = decode(&object).unwrap();
+        assert_eq!(decoded.documents.len(), 1);
+        assert_eq!(decoded.documents[0].body, b"hi");
+        assert!(matches!(
+            decode(&[0x28, 0xb5, 0x2f, 0xfd, 0, 0]),
+            Err(DecodeError::NotCompressed(_))
+        ));
     }
 
     #[test]

@@ -174,15 +174,48 @@ impl S3Sink {
         }
     }
 
-    /// One PutObject.
-    pub async fn put(&self, key: &str, body: bytes::Bytes) -> Result<(), S3Failure> {
+    /// Whether object `key` exists (`HeadObject`): the docId ledger's check of an earlier upload.
+    pub async fn exists(&self, key: &str) -> Result<bool, S3Failure> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 404 => Ok(false),
+            Err(SdkError::ServiceError(e)) => {
+                let status = e.raw().status().as_u16();
+                let message = format!("HeadObject {key}: HTTP {status}");
+                if is_transient(status, None) {
+                    Err(S3Failure::Transient(message))
+                } else {
+                    Err(S3Failure::Refused(message))
+                }
+            }
+            Err(e) => Err(S3Failure::Transient(format!(
+                "HeadObject {key}: {}",
+                DisplayErrorContext(&e)
+            ))),
+        }
+    }
+
+    /// One PutObject of an NDJSON object compressed with `content_encoding`.
+    pub async fn put(
+        &self,
+        key: &str,
+        body: bytes::Bytes,
+        content_encoding: &str,
+    ) -> Result<(), S3Failure> {
         let result = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_type("application/x-ndjson")
-            .content_encoding("gzip")
+            .content_encoding(content_encoding)
             .body(ByteStream::from(body))
             .send()
             .await;

@@ -55,7 +55,7 @@ pub async fn run(settings: &Settings, request: &Request) -> Result<(), LandedErr
     let mut unreadable = 0;
     for object in &shown {
         let decoded = match objects::read(sink.client(), sink.bucket(), &object.key).await {
-            Ok(bytes) => objects::decode(&bytes).map_err(|e| format!("not gzip NDJSON: {e}")),
+            Ok(bytes) => objects::decode(&bytes).map_err(|e| format!("not an NDJSON object: {e}")),
             Err(e) => {
                 unreadable += 1;
                 Err(e.to_string())

@@ -157,7 +157,7 @@ async fn landed_lists_the_newest_objects_and_decodes_their_documents() {
             gzip(line.as_bytes()),
         ),
     ] {
-        sink.put(&key, body.into())
+        sink.put(&key, body.into(), "gzip")
             .await
             .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
     }
