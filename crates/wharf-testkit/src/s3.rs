@@ -104,6 +104,10 @@ struct FaultSwitch {
     /// The old `deny` flag of [`serve`]: `AccessDenied` while set, whatever the fault.
     deny: Arc<AtomicBool>,
     fault: Arc<AtomicU8>,
+    /// While true, a `PUT` is carried out (the object is stored) but its answer is held back
+    /// until the switch is cleared or the connection is cut: the moment a client dies between
+    /// S3 storing its upload and hearing so.
+    withhold_put_answers: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl FaultSwitch {
@@ -137,7 +141,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let faults = FaultSwitch {
         deny,
-        fault: Arc::default(),
+        ..FaultSwitch::default()
     };
     serve_with_faults(listener, root, access_key, secret_key, faults, stop).await
 }
@@ -180,7 +184,13 @@ async fn serve_with_faults(
                     let _ = http_body_util::BodyExt::collect(req.into_body()).await;
                     return Ok::<_, s3s::HttpError>(fault.response());
                 }
-                service.call(req.map(s3s::Body::from)).await
+                let put = req.method() == http::Method::PUT;
+                let answer = service.call(req.map(s3s::Body::from)).await;
+                if put {
+                    let mut withheld = faults.withhold_put_answers.subscribe();
+                    let _ = withheld.wait_for(|on| !*on).await;
+                }
+                answer
             }
         });
         let http = http.clone();
@@ -271,6 +281,12 @@ impl S3Server {
     /// From now on every request is answered with `fault` (see [`S3Server::clear_fault`]).
     pub fn set_fault(&self, fault: Fault) {
         self.faults.fault.store(fault as u8, Ordering::SeqCst);
+    }
+
+    /// While on, every `PUT` stores its object but gets no answer until this is turned off (or
+    /// the client goes away).
+    pub fn set_withholding_put_answers(&self, on: bool) {
+        self.faults.withhold_put_answers.send_replace(on);
     }
 
     /// Back to answering normally (unless [`S3Server::set_denying`] is on).

@@ -22,7 +22,7 @@ use crate::backoff::Backoff;
 use crate::batch;
 use crate::batch::{Batch, BatchKey, Batches, Entry, FlushReason, Limits};
 use crate::held::{self, Held};
-use crate::ledger::{Ledger, Verdict};
+use crate::ledger::{Ledger, UploadGuard, Verdict};
 use crate::sink::{S3Failure, S3Sink};
 
 /// Uploads running at once; each holds at most one batch in memory.
@@ -204,11 +204,11 @@ impl Uploader {
             .filter(|_| batch.key.canary_doc_id.is_none());
         let _uploading = match ledger {
             Some(ledger) => {
-                self.drop_duplicates(ledger, &mut batch, &id, &key).await;
+                let guard = self.drop_duplicates(ledger, &mut batch, &id, &key).await;
                 if batch.entries.is_empty() {
                     return self.acknowledge(&refs, &key).await;
                 }
-                Some(ledger.uploading(&id))
+                Some(guard)
             }
             None => None,
         };
@@ -289,20 +289,20 @@ impl Uploader {
 
     /// Asks the docId ledger about every document (waiting out Redis or S3 trouble, the
     /// entries stay held meanwhile), then takes out those already landed. Their entries are
-    /// still acknowledged with the batch's.
+    /// still acknowledged with the batch's. The guard marks the batch as uploading.
     async fn drop_duplicates(
         &self,
         ledger: &Ledger,
         batch: &mut Batch<EntryRef>,
         id: &str,
         key: &str,
-    ) {
+    ) -> UploadGuard {
         let d = &self.delivery;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut reported = false;
-        let verdicts = loop {
-            match ledger.check(batch, id).await {
-                Ok(verdicts) => break verdicts,
+        let (verdicts, guard) = loop {
+            match ledger.admit(batch, id).await {
+                Ok(admitted) => break admitted,
                 Err(e) => {
                     if !reported {
                         tracing::error!(type = "worker.dedup", object = %key, error = %e, "could not consult the docId ledger; the batch waits, its entries stay unacknowledged");
@@ -340,6 +340,7 @@ impl Uploader {
             dropped.truncate(10);
             tracing::info!(type = "worker.dedup", object = %key, dropped = count, doc_ids = ?dropped, "documents already landed within DEDUP_WINDOW_MS were dropped (doc_ids lists at most 10)");
         }
+        guard
     }
 
     /// `XACK` + `XDEL` the batch's entries, retrying while Redis is away: the object is in S3,

@@ -1,19 +1,22 @@
 //! The docId ledger: drops a document already landed within `DEDUP_WINDOW_MS`, including after a worker died between PutObject and its acknowledgement.
 //!
-//! Before a batch is written, each of its documents is recorded in Redis, under
-//! `wharf:{<shard>}:landed:<docId>` for `DEDUP_WINDOW_MS`, as "digest of this document, batch
-//! id, compression". Recording comes first, so a worker that cannot reach Redis writes nothing,
-//! and a crash at any point leaves a record naming the object that may hold the document. When a
-//! docId comes back (a client's retry, or an entry redelivered after a crash or a takeover):
+//! Before a batch is written, each of its documents is recorded in Redis, in the hash
+//! `wharf:{<shard>}:landed:<docId>` (its shard's hash slot, so one pipeline per shard reaches
+//! every record a batch needs, on a cluster too): one field per digest of route and body, whose
+//! value names the batch (its id and compression). The hash expires `DEDUP_WINDOW_MS` after the
+//! docId was last seen. Recording comes first, so a worker that cannot reach Redis writes
+//! nothing, and a crash at any point leaves a record naming the object that may hold the
+//! document. When a document comes back (a client's retry, or an entry redelivered after a
+//! crash or a takeover):
 //!
-//! - another digest: the same docId with another body (or another route) is a different
-//!   document; it is kept, counted as a conflict, and the record now names it;
-//! - the same digest in this very batch: a retry of the same upload, which overwrites the same
-//!   object, so it is kept;
-//! - the same digest in another batch: that object is checked (`HeadObject`). If it exists,
-//!   the document landed and is dropped; if not, that upload never happened, and the record
-//!   moves to this batch. An upload of that batch still running in this worker is waited for
-//!   first.
+//! - a digest not seen for this docId: a different document under the same docId (another body
+//!   or route); it is kept, and counted as a conflict when the docId had other digests;
+//! - the same digest, recorded by this very batch: a retry of the same upload, which overwrites
+//!   the same object, so it is kept;
+//! - the same digest, recorded by another batch: that object is checked (`HeadObject`). If it
+//!   exists, the document landed and is dropped; if not, that upload never happened, and the
+//!   record moves to this batch. An upload of that batch still running in this worker is
+//!   waited for first.
 //!
 //! What remains possible is written up in docs/worker.md, "Deduplication".
 
@@ -26,7 +29,7 @@ use tokio::sync::Notify;
 use wharf_queue::{QueueError, Redis, Shard};
 use wharf_settings::Compression;
 
-use crate::batch::{Batch, DocIdentity};
+use crate::batch::Batch;
 use crate::batcher::EntryRef;
 use crate::sink::{S3Failure, S3Sink};
 
@@ -50,10 +53,9 @@ pub enum LedgerError {
     S3(S3Failure),
 }
 
-/// One ledger record: `<digest, 16 hex><batch id, 32 hex><g|z>`.
+/// One ledger record, the value of a docId's field for one digest: `<batch id, 32 hex><g|z>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Record {
-    digest: [u8; 8],
     batch_id: String,
     compression: Compression,
 }
@@ -64,24 +66,21 @@ impl Record {
             Compression::Gzip => 'g',
             Compression::Zstd => 'z',
         };
-        format!("{}{}{mark}", hex::encode(self.digest), self.batch_id)
+        format!("{}{mark}", self.batch_id)
     }
 
     fn decode(raw: &[u8]) -> Option<Self> {
         let text = std::str::from_utf8(raw).ok()?;
-        if text.len() != 49 || !text.is_ascii() {
+        if text.len() != 33 || !text.is_ascii() {
             return None;
         }
-        let mut digest = [0u8; 8];
-        hex::decode_to_slice(&text[..16], &mut digest).ok()?;
-        let compression = match &text[48..] {
+        let compression = match &text[32..] {
             "g" => Compression::Gzip,
             "z" => Compression::Zstd,
             _ => return None,
         };
         Some(Self {
-            digest,
-            batch_id: text[16..48].to_string(),
+            batch_id: text[..32].to_string(),
             compression,
         })
     }
@@ -95,6 +94,7 @@ pub struct Ledger {
     window: Duration,
     compression: Compression,
     uploading: Uploading,
+    admitting: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Ledger {
@@ -111,83 +111,93 @@ impl Ledger {
             window,
             compression,
             uploading: Uploading::default(),
+            admitting: Arc::default(),
         })
     }
 
-    /// Records the batch's documents as landing in batch `batch_id`, and decides, document by
-    /// document (in `batch.entries` order), which to write.
-    pub async fn check(
+    /// Records the batch's documents as landing in batch `batch_id`, decides, document by
+    /// document (in `batch.entries` order), which to write, and marks the batch as uploading
+    /// until the returned guard is dropped.
+    ///
+    /// One batch at a time per worker: two batches holding copies of one document (a client's
+    /// quick retry) must not both find no record or no object. The second waits for the first
+    /// to be marked, then for its upload to end, then checks the object.
+    pub async fn admit(
+        &self,
+        batch: &Batch<EntryRef>,
+        batch_id: &str,
+    ) -> Result<(Vec<Verdict>, UploadGuard), LedgerError> {
+        let _one_at_a_time = self.admitting.lock().await;
+        let verdicts = self.check(batch, batch_id).await?;
+        Ok((verdicts, self.uploading.enter(batch_id)))
+    }
+
+    async fn check(
         &self,
         batch: &Batch<EntryRef>,
         batch_id: &str,
     ) -> Result<Vec<Verdict>, LedgerError> {
         let entries = &batch.entries;
         let mut verdicts = vec![Verdict::Write; entries.len()];
-        // A docId twice in one batch: only its first occurrence is looked up and recorded.
-        let mut first: HashMap<&str, usize> = HashMap::new();
+        // The same document twice in one batch: only its first copy is looked up and recorded.
+        let mut first: HashMap<(&str, [u8; 8]), usize> = HashMap::new();
         for (i, entry) in entries.iter().enumerate() {
-            match first.get(entry.doc.doc_id.as_str()) {
-                Some(&j) if entries[j].doc.digest == entry.doc.digest => {
-                    verdicts[i] = Verdict::Duplicate
-                }
-                Some(_) => verdicts[i] = Verdict::Conflict,
-                None => {
-                    first.insert(&entry.doc.doc_id, i);
-                }
+            let doc = &entry.doc;
+            if first.contains_key(&(doc.doc_id.as_str(), doc.digest)) {
+                verdicts[i] = Verdict::Duplicate;
+            } else {
+                first.insert((&doc.doc_id, doc.digest), i);
             }
         }
-        let ours = |doc: &DocIdentity| Record {
-            digest: doc.digest,
+        let ours = Record {
             batch_id: batch_id.to_string(),
             compression: self.compression,
-        };
-        let mut by_shard: BTreeMap<Shard, Vec<usize>> = BTreeMap::new();
-        for &i in first.values() {
-            by_shard.entry(entries[i].ack.0).or_default().push(i);
         }
-        let shards: Vec<Shard> = by_shard.keys().copied().collect();
+        .encode();
         let window_ms = u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX);
+        let by_shard = group_by_shard(entries, first.values().copied());
+        let shards: Vec<Shard> = by_shard.keys().copied().collect();
+        // Per document: claim its digest's field, read whoever holds it, count the docId's
+        // digests, and restart the docId's window.
         let replies = self
             .conn
             .per_shard(&shards, |shard, pipe| {
                 for &i in by_shard.get(&shard).into_iter().flatten() {
                     let doc = &entries[i].doc;
                     let key = shard.landed(&doc.doc_id);
-                    pipe.cmd("SET")
-                        .arg(&key)
-                        .arg(ours(doc).encode())
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(window_ms);
-                    pipe.cmd("GET").arg(&key);
+                    let field = hex::encode(doc.digest);
+                    pipe.cmd("HSETNX").arg(&key).arg(&field).arg(&ours);
+                    pipe.cmd("HGET").arg(&key).arg(&field);
+                    pipe.cmd("HLEN").arg(&key);
+                    pipe.cmd("PEXPIRE").arg(&key).arg(window_ms);
                 }
             })
             .await?;
 
-        // Earlier records with this digest in another batch, by the object that batch wrote.
+        // Earlier copies recorded in another batch, by the object that batch wrote.
         let mut to_check: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         let mut rewrite: Vec<usize> = Vec::new();
         for (shard, values) in shards.iter().zip(replies) {
             let indices = by_shard.get(shard).map(Vec::as_slice).unwrap_or(&[]);
-            for (&i, pair) in indices.iter().zip(values.chunks(2)) {
+            for (&i, replies) in indices.iter().zip(values.chunks(4)) {
                 if let Some(Value::ServerError(e)) =
-                    pair.iter().find(|v| matches!(v, Value::ServerError(_)))
+                    replies.iter().find(|v| matches!(v, Value::ServerError(_)))
                 {
                     return Err(LedgerError::Redis(QueueError::Redis(e.clone().into())));
                 }
-                if matches!(pair.first(), Some(Value::Okay)) {
+                let new_field = matches!(replies.first(), Some(Value::Int(1)));
+                if new_field {
+                    if matches!(replies.get(2), Some(Value::Int(n)) if *n > 1) {
+                        verdicts[i] = Verdict::Conflict;
+                    }
                     continue;
                 }
-                let earlier = match pair.get(1) {
+                let earlier = match replies.get(1) {
                     Some(Value::BulkString(raw)) => Record::decode(raw),
                     _ => None,
                 };
                 match earlier {
                     Some(r) if r.batch_id == batch_id => {}
-                    Some(r) if r.digest != entries[i].doc.digest => {
-                        verdicts[i] = Verdict::Conflict;
-                        rewrite.push(i);
-                    }
                     Some(r) => {
                         let key =
                             batch
@@ -210,32 +220,34 @@ impl Ledger {
             }
         }
         if !rewrite.is_empty() {
-            let mut by_shard: BTreeMap<Shard, Vec<usize>> = BTreeMap::new();
-            for i in rewrite {
-                by_shard.entry(entries[i].ack.0).or_default().push(i);
-            }
+            let by_shard = group_by_shard(entries, rewrite);
             let shards: Vec<Shard> = by_shard.keys().copied().collect();
             self.conn
                 .per_shard(&shards, |shard, pipe| {
                     for &i in by_shard.get(&shard).into_iter().flatten() {
                         let doc = &entries[i].doc;
-                        pipe.cmd("SET")
+                        pipe.cmd("HSET")
                             .arg(shard.landed(&doc.doc_id))
-                            .arg(ours(doc).encode())
-                            .arg("PX")
-                            .arg(window_ms);
+                            .arg(hex::encode(doc.digest))
+                            .arg(&ours);
                     }
                 })
                 .await?;
         }
         Ok(verdicts)
     }
+}
 
-    /// Marks batch `batch_id` as being uploaded by this worker until the guard is dropped, so
-    /// that a retry of one of its documents waits for the upload instead of finding no object.
-    pub fn uploading(&self, batch_id: &str) -> UploadGuard {
-        self.uploading.enter(batch_id)
+/// Entry indices by the shard their docId hashes to (the hash slot of their ledger records).
+fn group_by_shard(
+    entries: &[crate::batch::Entry<EntryRef>],
+    indices: impl IntoIterator<Item = usize>,
+) -> BTreeMap<Shard, Vec<usize>> {
+    let mut by_shard: BTreeMap<Shard, Vec<usize>> = BTreeMap::new();
+    for i in indices {
+        by_shard.entry(entries[i].ack.0).or_default().push(i);
     }
+    by_shard
 }
 
 /// The batches this worker is uploading right now.
@@ -291,16 +303,15 @@ mod tests {
     #[test]
     fn records_round_trip_and_garbage_is_refused() {
         let record = Record {
-            digest: [1, 2, 3, 4, 5, 6, 7, 8],
             batch_id: "0123456789abcdef0123456789abcdef".into(),
             compression: Compression::Zstd,
         };
         let raw = record.encode();
-        assert_eq!(raw.len(), 49);
+        assert_eq!(raw.len(), 33);
         assert_eq!(Record::decode(raw.as_bytes()), Some(record));
         assert_eq!(Record::decode(b"short"), None);
         let mut bad = raw.clone().into_bytes();
-        bad[48] = b'x';
+        bad[32] = b'x';
         assert_eq!(Record::decode(&bad), None);
     }
 }
