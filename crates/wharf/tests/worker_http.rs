@@ -90,8 +90,8 @@ async fn post_submissions(port: u16, count: usize) -> Vec<Sent> {
 
 /// Submissions posted to the web role's HTTP endpoint land in S3 exactly once: every body
 /// byte-identical, every attribute the edge records, the key layout as documented; and with
-/// several shards, every shard carried some of them.
-async fn http_submissions_land_intact(shards: u16) {
+/// several shards, every shard carried some of them. `compression` is `OUTPUT_COMPRESSION`.
+async fn http_submissions_land_intact(shards: u16, compression: &str) {
     let shards_text = shards.to_string();
     let redis = RedisServer::start();
     let s3 = S3Server::start(BUCKET);
@@ -107,6 +107,7 @@ async fn http_submissions_land_intact(shards: u16) {
             ("QUEUE_SHARDS", &shards_text),
             ("BATCH_MAX_AGE_MS", "500"),
             ("BATCH_MAX_DOCUMENTS", "25"),
+            ("OUTPUT_COMPRESSION", compression),
         ],
     ));
 
@@ -140,7 +141,11 @@ async fn http_submissions_land_intact(shards: u16) {
         assert_eq!((parts[0], parts[1], parts[2]), sent.route);
         assert_eq!(parts[3], &stamp[..10], "date of the key: {}", doc.key);
         assert_eq!(parts[4], &stamp[11..13], "hour of the key: {}", doc.key);
-        assert!(parts[5].ends_with(".ndjson.gz"));
+        let suffix = match compression {
+            "zstd" => ".ndjson.zst",
+            _ => ".ndjson.gz",
+        };
+        assert!(parts[5].ends_with(suffix), "{} is not {suffix}", doc.key);
     }
 
     let added: Vec<u64> = Shard::all(shards)
@@ -177,12 +182,18 @@ fn chrono_like(stamp: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_submissions_land_intact_with_one_shard() {
-    http_submissions_land_intact(1).await;
+    http_submissions_land_intact(1, "gzip").await;
+}
+
+/// zstd objects decode byte for byte like gzip ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_submissions_land_intact_as_zstd() {
+    http_submissions_land_intact(4, "zstd").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_submissions_land_intact_with_four_shards() {
-    http_submissions_land_intact(4).await;
+    http_submissions_land_intact(4, "gzip").await;
 }
 
 async fn canary(vars: &[(String, String)], url: &str, timeout_s: u64) -> (bool, String) {

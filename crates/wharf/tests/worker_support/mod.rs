@@ -154,16 +154,19 @@ pub struct Landed {
     pub body: Vec<u8>,
 }
 
-/// Every document in the bucket, decoded (gunzip, NDJSON, base64).
+/// Every document in the bucket, decoded (gunzip or zstd by the key's suffix, NDJSON, base64).
 pub fn landed(s3: &S3Server) -> Vec<Landed> {
     let mut out = Vec::new();
     for key in s3.keys() {
         let bytes = s3.object(&key);
         let mut text = String::new();
-        if flate2::read::GzDecoder::new(&bytes[..])
-            .read_to_string(&mut text)
-            .is_err()
-        {
+        let read = if key.ends_with(".ndjson.zst") {
+            zstd::stream::read::Decoder::new(&bytes[..])
+                .and_then(|mut d| d.read_to_string(&mut text))
+        } else {
+            flate2::read::GzDecoder::new(&bytes[..]).read_to_string(&mut text)
+        };
+        if read.is_err() {
             continue; // an object being written right now
         }
         for line in text.lines() {
