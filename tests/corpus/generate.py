@@ -22,6 +22,10 @@ MANIFEST = HERE / "expected.toml"
 # Settings defaults (crates/wharf-settings/src/catalog.rs); the runner uses the defaults.
 MAX_BODY_BYTES = 1_048_576
 MAX_PATH_BYTES = 10_240
+# The one setting the runner changes: CORS_ALLOWED_ORIGINS names this origin only (the default,
+# `*`, would leave no origin to refuse).
+ALLOWED_ORIGIN = "https://app.corpus.test"
+REFUSED_ORIGIN = "https://elsewhere.corpus.test"
 
 ID = "2c3a0767-d84a-4d02-8a92-fa54a3376049"
 SUBMIT = f"/submit/corpus-ns/corpus-doc/1/{ID}"
@@ -116,6 +120,7 @@ class Case:
     head: bool = False
     timeout: float | None = None
     headers: list[str] = field(default_factory=list)
+    no_headers: list[str] = field(default_factory=list)
 
 
 CASES: list[Case] = []
@@ -342,10 +347,12 @@ case("docid-telemetry-simple-form", request(target=telemetry(doc_id=ID.replace("
 
 for _method in ["GET", "HEAD", "DELETE", "PATCH", "TRACE", "OPTIONS", "CONNECT", "FOO", "post"]:
     _body = None if _method in ("GET", "HEAD", "TRACE", "OPTIONS", "CONNECT") else BODY
+    _why = {
+        "post": "post on a valid submission path (methods are case-sensitive)",
+        "OPTIONS": "OPTIONS on a valid submission path without Origin: not a CORS preflight",
+    }.get(_method, f"{_method} on a valid submission path")
     case(f"method-submit-{_method.lower()}" + ("-lowercase" if _method == "post" else ""),
-         request(_method, SUBMIT, _body), 405,
-         f"{_method} on a valid submission path (methods are case-sensitive)" if _method == "post"
-         else f"{_method} on a valid submission path", head=_method == "HEAD")
+         request(_method, SUBMIT, _body), 405, _why, head=_method == "HEAD")
 for _method in ["POST", "DELETE", "PATCH", "TRACE", "OPTIONS", "CONNECT", "FOO"]:
     _body = BODY if _method in ("POST", "PATCH") else None
     case(f"method-lbheartbeat-{_method.lower()}", request(_method, "/__lbheartbeat__", _body, debug=False), 405,
@@ -531,6 +538,46 @@ case("garbage-semicolon-params", request(target=generic(doc_type="corpus;x=1")),
 case("garbage-backslash", request(target=generic(doc_type="corpus\\doc")), 400,
      "a backslash in a dimension", or_closed=True)
 
+# ------------------------------------------------------------------ CORS (browsers)
+
+_PREFLIGHT = [("Access-Control-Request-Method", "POST"),
+              ("Access-Control-Request-Headers", "content-type, x-debug-id, x-source-tags")]
+_CORS = ["access-control-allow-origin", "access-control-allow-methods", "access-control-allow-headers",
+         "access-control-max-age"]
+case("cors-preflight-allowed",
+     request("OPTIONS", SUBMIT, None, debug=False, headers=[("Origin", ALLOWED_ORIGIN)] + _PREFLIGHT), 204,
+     "a preflight from an allowed origin: 204 with the origin, methods, headers and max age",
+     headers=_CORS + ["vary"])
+case("cors-preflight-allowed-telemetry",
+     request("OPTIONS", telemetry(), None, debug=False, headers=[("Origin", ALLOWED_ORIGIN)] + _PREFLIGHT), 204,
+     "a preflight for a telemetry-form URL", headers=_CORS)
+case("cors-preflight-refused-origin",
+     request("OPTIONS", SUBMIT, None, debug=False, headers=[("Origin", REFUSED_ORIGIN)] + _PREFLIGHT), 403,
+     "a preflight from an origin not in CORS_ALLOWED_ORIGINS: 403 without CORS headers", no_headers=_CORS)
+ok("cors-post-allowed-origin",
+   request(headers=[("Origin", ALLOWED_ORIGIN), ("Content-Type", "text/plain;charset=UTF-8")]),
+   "a sendBeacon-shaped POST (text/plain, never preflighted) from an allowed origin: stored, and the "
+   "answer names the origin", headers=["access-control-allow-origin", "vary"])
+case("cors-post-allowed-origin-bad-path",
+     request(target=generic(doc_id="not-a-uuid"), headers=[("Origin", ALLOWED_ORIGIN)]), 400,
+     "a refusal of an allowed origin's request still names the origin, so the page reads the 400",
+     headers=["access-control-allow-origin"])
+case("cors-post-allowed-origin-too-large",
+     request(body=None, headers=[("Origin", ALLOWED_ORIGIN), ("Content-Length", str(MAX_BODY_BYTES + 1))]), 413,
+     "an over-limit body from an allowed origin: 413 naming the origin", headers=["access-control-allow-origin"])
+case("cors-post-refused-origin",
+     request(headers=[("Origin", REFUSED_ORIGIN), ("Content-Type", "text/plain;charset=UTF-8")]), 403,
+     "a simple POST from an origin not allowed: refused before the body is read, nothing stored",
+     no_headers=["access-control-allow-origin"])
+case("cors-post-null-origin", request(headers=[("Origin", "null")]), 403,
+     "Origin: null (a sandboxed or file: page) is not in the list", no_headers=["access-control-allow-origin"])
+case("cors-preflight-dockerflow",
+     request("OPTIONS", "/__heartbeat__", None, debug=False, headers=[("Origin", ALLOWED_ORIGIN)] + _PREFLIGHT),
+     405, "CORS covers /submit only: a preflight elsewhere keeps the method's 405", no_headers=_CORS)
+case("cors-preflight-unknown-path",
+     request("OPTIONS", "/nope", None, debug=False, headers=[("Origin", ALLOWED_ORIGIN)] + _PREFLIGHT),
+     404, "CORS covers /submit only: a preflight to an unknown path is the fallback's 404", no_headers=_CORS)
+
 
 # ------------------------------------------------------------------ output
 
@@ -565,6 +612,8 @@ def manifest_text() -> str:
             out.append(f"timeout = {c.timeout}")
         if c.headers:
             out.append(f"headers = [{', '.join(toml_string(h) for h in c.headers)}]")
+        if c.no_headers:
+            out.append(f"no_headers = [{', '.join(toml_string(h) for h in c.no_headers)}]")
         out.append("")
     return "\n".join(out)
 

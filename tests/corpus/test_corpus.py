@@ -45,7 +45,8 @@ def wharf(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("corpus")
     redis = Redis(tmp)
     try:
-        web = Wharf(exe, tmp, redis, BODY_TIMEOUT_MS=BODY_TIMEOUT_MS)
+        web = Wharf(exe, tmp, redis, BODY_TIMEOUT_MS=BODY_TIMEOUT_MS,
+                    CORS_ALLOWED_ORIGINS=generate.ALLOWED_ORIGIN)
     except Exception:
         redis.close()
         log = tmp / "wharf.log"
@@ -108,6 +109,8 @@ def test_case(wharf, case):
     if outcome.responses and outcome.responses[-1].status == expect[-1]:
         for name in case.get("headers", []):
             assert name in outcome.responses[-1].headers, f"{detail}\nmissing response header {name}"
+        for name in case.get("no_headers", []):
+            assert name not in outcome.responses[-1].headers, f"{detail}\nunexpected response header {name}"
 
 
 def need_results() -> None:

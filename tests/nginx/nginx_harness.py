@@ -331,6 +331,10 @@ def _read_resp(f):
     raise RuntimeError(f"unexpected RESP {line!r}")
 
 
+# The debug view's token in wharf_stack (a test value; never a real one).
+DEBUG_TOKEN = "nginx-test-debug-view-token"
+
+
 @pytest.fixture(scope="module")
 def wharf_stack(tmp_path_factory):
     """redis-server + `wharf web` + nginx, all real."""
@@ -356,6 +360,7 @@ def wharf_stack(tmp_path_factory):
         "VERSION_FILE": str(tmp / "version.json"),
         "ENVIRONMENT": "test",
         "QUEUE_SHARDS": "4",  # test_nginx_edge.SHARDS
+        "DEBUG_VIEW_TOKEN": DEBUG_TOKEN,  # test_wharf_debug_view_through_nginx
     }
     web = subprocess.Popen([exe, "web"], env=env, stdout=open(tmp / "wharf.log", "w"), stderr=subprocess.STDOUT)
     try:
@@ -366,7 +371,7 @@ def wharf_stack(tmp_path_factory):
         redis.close()
         print((tmp / "wharf.log").read_text()[-4000:])
         raise
-    yield {"nginx": ng, "redis": redis, "web_port": port, "tmp": tmp}
+    yield {"nginx": ng, "redis": redis, "web_port": port, "tmp": tmp, "debug_token": DEBUG_TOKEN}
     ng.close()
     stop(web)
     redis.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 
 from nginx_harness import request
@@ -93,6 +94,61 @@ def test_body_limit_matches_max_body_bytes(nginx_echo):
     assert seen["body_len"] == LIMIT
     status, _, _ = request(nginx_echo.url("/submit/a/b/1/over"), method="POST", body=b"x" * (LIMIT + 1))
     assert status == 413
+
+
+def test_nginx_413_on_submit_names_the_origin(nginx_echo):
+    """nginx's own 413 never reaches wharf; for a browser it carries the request's Origin, so
+    the page can read the status. Without an Origin it carries none."""
+    origin = "https://app.example"
+    status, headers, body = request(
+        nginx_echo.url("/submit/a/b/1/over"), method="POST", body=b"x" * (LIMIT + 1),
+        headers={"Origin": origin},
+    )
+    assert status == 413, body[:300]
+    assert headers.get("access-control-allow-origin") == origin, headers
+    assert "origin" in headers.get("vary", "").lower(), headers
+    assert re.fullmatch(r"[0-9a-f]{32}", headers.get("x-request-id", "")), headers
+    assert body == b"body larger than 1048576 bytes\n"
+    status, headers, _ = request(nginx_echo.url("/submit/a/b/1/over"), method="POST", body=b"x" * (LIMIT + 1))
+    assert status == 413
+    assert "access-control-allow-origin" not in headers, headers
+    # Answers that came from upstream pass unchanged: nginx adds no CORS header of its own.
+    headers, _ = _echo(nginx_echo, "/submit/a/b/1/small", method="POST", body=b"{}", headers={"Origin": origin})
+    assert "access-control-allow-origin" not in headers, headers
+
+
+def test_debug_view_is_proxied_with_credentials_and_uncached(nginx_echo):
+    headers, seen = _echo(
+        nginx_echo, "/debug/my-tag/entries?after=1-0",
+        headers={"Cookie": "wharf_debug=abc123", "Authorization": "Bearer the-token"},
+    )
+    up = seen["headers"]
+    assert seen["path"] == "/debug/my-tag/entries?after=1-0"
+    assert up["cookie"] == "wharf_debug=abc123"
+    assert up["authorization"] == "Bearer the-token"
+    # The server-level forwarding headers still apply in the /debug/ location.
+    assert up["x-real-ip"] == "127.0.0.1" and up["x-forwarded-proto"] == "http"
+    assert headers["x-request-id"] == up["x-request-id"]
+    _, seen = _echo(nginx_echo, "/debug/login", method="POST", body=b"token=x",
+                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert seen["method"] == "POST" and seen["body_len"] == 7
+    entry = [e for e in nginx_echo.log_entries() if e["path"] == "/debug/my-tag/entries"][-1]
+    assert entry["status"] == 200  # logged without its query string
+    assert "abc123" not in nginx_echo.access_log.read_text()
+    assert "the-token" not in nginx_echo.access_log.read_text()
+
+
+def test_debug_login_rate_limited(nginx_echo):
+    statuses = [
+        request(nginx_echo.url("/debug/login"), method="POST", body=b"token=guess",
+                headers={"Content-Type": "application/x-www-form-urlencoded"}, source="127.0.0.3")[0]
+        for _ in range(20)
+    ]
+    assert statuses[0] == 200, statuses
+    assert 429 in statuses, statuses
+    assert statuses.index(429) >= 10, statuses  # burst 10 passes first
+    # The view's other paths are not limited: the live page polls every second.
+    assert all(request(nginx_echo.url("/debug/t/entries"), source="127.0.0.3")[0] == 200 for _ in range(20))
 
 
 def test_json_access_log_and_no_lbheartbeat_entries(nginx_echo):
@@ -229,3 +285,53 @@ def test_wharf_heartbeat_rate_limited(wharf_stack):
     assert statuses[0] != 429, statuses  # first ones reach wharf (200, or 5xx if no worker)
     assert 429 in statuses, statuses
     assert statuses.index(429) >= 5, statuses
+
+
+def test_wharf_cors_through_nginx(wharf_stack):
+    ng = wharf_stack["nginx"]
+    path = f"/submit/nginx-test/ping/1/{uuid.uuid4()}"
+    status, headers, _ = request(ng.url(path), method="OPTIONS", headers={
+        "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type, x-debug-id"})
+    assert status == 204
+    assert headers["access-control-allow-origin"] == "*"
+    assert "x-debug-id" in headers["access-control-allow-headers"]
+    status, headers, _ = request(ng.url(path), method="POST", body=b"{}",
+                                 headers={"Origin": "https://app.example", "Content-Type": "text/plain"})
+    assert status == 200
+    assert headers["access-control-allow-origin"] == "*"
+    # nginx's own 413 and wharf's answers agree for a browser.
+    status, headers, _ = request(ng.url(path), method="POST", body=b"x" * (LIMIT + 1),
+                                 headers={"Origin": "https://app.example"})
+    assert status == 413 and headers["access-control-allow-origin"] == "https://app.example"
+
+
+def test_wharf_debug_view_through_nginx(wharf_stack):
+    ng, token = wharf_stack["nginx"], wharf_stack["debug_token"]
+    doc_id = str(uuid.uuid4())
+    status, _, _ = request(ng.url(f"/submit/nginx-test/ping/1/{doc_id}"), method="POST",
+                           body=b'{"through": "nginx"}', headers={"X-Debug-ID": "via-nginx"})
+    assert status == 200
+    status, headers, page = request(ng.url("/debug/via-nginx"))
+    assert status == 401 and b'id="token"' in page
+    assert headers["content-security-policy"].startswith("default-src 'none'")
+    status, headers, _ = request(ng.url("/debug/login"), method="POST", body=f"token={token}".encode(),
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"},
+                                 source="127.0.0.4")
+    assert status == 303 and headers["location"] == "/debug/"
+    cookie = headers["set-cookie"].split(";")[0]
+    assert cookie.startswith("wharf_debug=") and token not in cookie
+    status, _, page = request(ng.url("/debug/"), headers={"Cookie": cookie})
+    assert status == 200 and b'href="/debug/via-nginx"' in page
+    deadline = time.monotonic() + 5
+    while True:
+        status, headers, body = request(ng.url("/debug/via-nginx/entries"),
+                                        headers={"Authorization": f"Bearer {token}"})
+        assert status == 200, body
+        entries = json.loads(body)["entries"]
+        if entries or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert [e["doc_id"] for e in entries] == [doc_id]
+    assert entries[0]["body"]["text"] == '{\n  "through": "nginx"\n}'
+    assert headers["cache-control"] == "no-store"

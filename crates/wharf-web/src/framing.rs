@@ -4,8 +4,8 @@
 //! its body ends. hyper reads it safely (chunked, then closes the connection), but a request
 //! that two parsers could read differently should be refused, and only the bytes tell. So each
 //! connection's reads pass through a [`Scanner`] that follows HTTP/1.1 framing (heads, fixed
-//! bodies, chunked bodies) and records the ordinal of every ambiguous request; the connection's
-//! service answers that request 400 without running it. When the scanner cannot follow the
+//! bodies, chunked bodies) and records the ordinal of every ambiguous request; the router
+//! answers that request 400 without running its handler. When the scanner cannot follow the
 //! bytes (a head it cannot parse, an upgrade, HTTP/2), it stops looking: hyper refuses what it
 //! cannot parse itself, and nothing is refused on a guess.
 
@@ -26,6 +26,12 @@ pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 pub const MAX_HEADERS: usize = 100;
 /// The longest chunk-size or trailer line the scanner follows.
 const MAX_LINE: usize = 4096;
+
+/// Marks a request the scanner found framed both ways, for
+/// [`crate::middleware::refuse_ambiguous_requests`] to refuse inside the router, where the
+/// answer gets what every answer gets (the CORS headers of a `/submit` answer among them).
+#[derive(Debug, Clone, Copy)]
+pub struct FramedBothWays;
 
 /// Ordinals (0 for a connection's first request) of the requests framed both ways.
 #[derive(Debug, Default, Clone)]

@@ -1,11 +1,14 @@
-//! Wharf's web role: edge-spec submissions into the Redis queue, and the Dockerflow endpoints.
+//! Wharf's web role: edge-spec submissions into the Redis queue, the Dockerflow endpoints and the debug view.
 //!
 //! A submission's path through this crate: [`routes::submit`] checks the request against the edge
 //! spec ([`edge`]), builds a [`wharf_queue::Submission`] and hands it to the
-//! [`wharf_queue::Enqueuer`]; the client gets 200 only once Redis has it.
+//! [`wharf_queue::Enqueuer`]; the client gets 200 only once Redis has it. Browsers' submissions
+//! pass [`cors`] first; tagged ones are also kept for the [`debug_view`].
 
 pub mod admission;
 pub mod budget;
+pub mod cors;
+pub mod debug_view;
 pub mod edge;
 pub mod framing;
 pub mod heartbeat;
@@ -14,6 +17,7 @@ pub mod rejection;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod token;
 pub mod version;
 
 use std::future::Future;
@@ -35,6 +39,8 @@ use wharf_settings::Settings;
 
 use crate::admission::BacklogGauge;
 use crate::budget::InflightBudget;
+use crate::cors::Cors;
+use crate::debug_view::DebugView;
 use crate::heartbeat::{Heartbeat, Thresholds};
 use crate::server::ConnectionLimits;
 use crate::state::{AppState, WebState};
@@ -109,6 +115,14 @@ impl WebApp {
             web.heartbeat_cache,
             Arc::clone(&metrics),
         );
+        let debug = web.debug_view.clone().map(|view| {
+            Arc::new(DebugView::new(
+                view,
+                conn.clone(),
+                settings.redis.timeout * 2,
+                Arc::clone(&metrics),
+            ))
+        });
         let state = Arc::new(WebState {
             settings: Arc::new(web.clone()),
             // Group commit: concurrent submissions share one pipeline of XADDs (each still gets
@@ -125,6 +139,7 @@ impl WebApp {
             heartbeat: Arc::new(heartbeat),
             version: Arc::new(VersionInfo::load(&web.version_file)),
             metrics,
+            debug,
         });
         Ok(Self {
             listener,
@@ -194,6 +209,11 @@ pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let max_path = state.settings.max_path_bytes;
     let metrics = Arc::clone(&state.metrics);
+    let cors = Arc::new(Cors::new(
+        state.settings.cors.clone(),
+        state.settings.cors_max_age,
+        Arc::clone(&metrics),
+    ));
     // Sentry's request context (URL, method, scrubbed headers) is built for every request it
     // wraps, about a tenth of a submission's CPU, so /submit goes without it: a submission can
     // only raise a Sentry event by panicking, and that event still has the panic and the trace.
@@ -204,16 +224,27 @@ pub fn router(state: AppState) -> Router {
         .route("/__error__", get(routes::dockerflow::error))
         .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "not found\n") })
         .layer(sentry::integrations::tower::SentryHttpLayer::new());
+    // Off, the view has no routes at all: every /debug path is the fallback's 404.
+    let debug_view = match &state.debug {
+        Some(view) => debug_view::routes(Arc::clone(view)),
+        None => Router::new(),
+    };
     let routes = Router::new()
         .route(
             "/submit/{*rest}",
             post(routes::submit::submit).put(routes::submit::submit),
         )
+        .merge(debug_view)
         .merge(dockerflow)
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(
             max_path,
             middleware::limit_path_length,
+        ))
+        // Inside the summary, so its refusals and preflights are logged and counted.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&cors),
+            cors::gate,
         ))
         // Route-level so the summary sees the matched route template.
         .layer(axum::middleware::from_fn_with_state(
@@ -222,6 +253,9 @@ pub fn router(state: AppState) -> Router {
         ));
     routes.layer(
         ServiceBuilder::new()
+            // Outermost, so every /submit answer carries the allowed origin, whichever layer
+            // made it (the timeout's 503, the ambiguous-request 400, a caught panic's 500).
+            .layer(axum::middleware::from_fn_with_state(cors, cors::label))
             .layer(axum::middleware::map_response(
                 rejection::retry_after_when_unavailable,
             ))

@@ -11,6 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cadence::{CountedExt, StatsdClient, Timed};
 
+use crate::framing::FramedBothWays;
 use crate::rejection::Rejection;
 
 /// Refuses paths (with query) longer than the limit. A `Router::layer` runs after routing, so
@@ -35,12 +36,15 @@ pub async fn limit_path_length(
 /// plain `chunked` (whose body Wharf would store still coded), and an HTTP/1.1 request without
 /// exactly one `Host` (RFC 9112, section 3.2).
 ///
-/// A request framed by both `Content-Length` and `Transfer-Encoding` never gets this far: hyper
-/// drops its `Content-Length`, so [`crate::framing`] spots it in the raw bytes.
+/// A request framed by both `Content-Length` and `Transfer-Encoding` is refused too, but hyper
+/// drops its `Content-Length`, so [`crate::framing`] spots it in the raw bytes and marks it.
 ///
-/// Both answers close the connection: the body, if any, is left unread.
+/// Every answer closes the connection: the body, if any, is left unread.
 pub async fn refuse_ambiguous_requests(request: Request<Body>, next: Next) -> Response {
     let refuse = |why: &str| Rejection::BadRequest(why.into()).closing();
+    if request.extensions().get::<FramedBothWays>().is_some() {
+        return refuse("a request may not carry both Content-Length and Transfer-Encoding");
+    }
     let headers = request.headers();
     let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
     if let Some(first) = codings.next() {

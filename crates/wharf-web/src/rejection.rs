@@ -35,6 +35,9 @@ pub enum Rejection {
     Overloaded,
     #[error("the request body stopped arriving, retry later")]
     BodyTimeout,
+    /// A browser page whose origin is not in `CORS_ALLOWED_ORIGINS`.
+    #[error("submissions from this origin are not allowed")]
+    OriginNotAllowed,
 }
 
 impl Rejection {
@@ -44,6 +47,7 @@ impl Rejection {
                 StatusCode::BAD_REQUEST
             }
             Rejection::NotFound(_) => StatusCode::NOT_FOUND,
+            Rejection::OriginNotAllowed => StatusCode::FORBIDDEN,
             Rejection::LengthRequired => StatusCode::LENGTH_REQUIRED,
             Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
@@ -71,6 +75,7 @@ impl Rejection {
             Rejection::BodyRead => "body_read",
             Rejection::Overloaded => "overloaded",
             Rejection::BodyTimeout => "body_timeout",
+            Rejection::OriginNotAllowed => "origin_not_allowed",
         }
     }
 

@@ -22,8 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
-use crate::framing::{Ambiguous, Watched, MAX_HEADERS, MAX_HEAD_BYTES};
-use crate::rejection::Rejection;
+use crate::framing::{Ambiguous, FramedBothWays, Watched, MAX_HEADERS, MAX_HEAD_BYTES};
 
 /// After a failed `accept` (out of file descriptors, say), wait this long rather than spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -84,10 +83,7 @@ pub async fn serve(
             let refused = ambiguous.take(ordinal.fetch_add(1, Ordering::Relaxed));
             async move {
                 if refused {
-                    return Ok(Rejection::BadRequest(
-                        "a request may not carry both Content-Length and Transfer-Encoding".into(),
-                    )
-                    .closing());
+                    request.extensions_mut().insert(FramedBothWays);
                 }
                 request
                     .extensions_mut()

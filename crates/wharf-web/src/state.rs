@@ -1,4 +1,4 @@
-//! The state every handler shares: settings, the queue, the heartbeat and the metrics client.
+//! The state every handler shares: settings, the queue, the heartbeat, the metrics client and the debug view.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use wharf_settings::WebSettings;
 
 use crate::admission::BacklogGauge;
 use crate::budget::InflightBudget;
+use crate::debug_view::DebugView;
 use crate::heartbeat::Heartbeat;
 use crate::version::VersionInfo;
 
@@ -29,4 +30,6 @@ pub struct WebState {
     pub heartbeat: Arc<Heartbeat>,
     pub version: Arc<VersionInfo>,
     pub metrics: Arc<StatsdClient>,
+    /// The live debug view, when `DEBUG_VIEW_TOKEN` is set.
+    pub debug: Option<Arc<DebugView>>,
 }

@@ -7,6 +7,7 @@ use axum::Json;
 
 use crate::heartbeat::Level;
 use crate::state::AppState;
+use crate::token::constant_time_eq;
 
 /// 200 with an empty body; touches no backing service, so the load balancer only tests this process.
 pub async fn lbheartbeat() -> StatusCode {
@@ -48,8 +49,4 @@ pub async fn error(State(state): State<AppState>, headers: HeaderMap) -> Respons
         return (StatusCode::FORBIDDEN, "a valid token is required\n").into_response();
     }
     panic!("__error__ called: test error for Sentry");
-}
-
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -15,8 +15,8 @@ use wharf_queue::{Submission, CANARY_TOKEN_HEADER};
 use crate::budget::Held;
 use crate::edge::{self, CanaryAccess, PathError, RequestMeta};
 use crate::rejection::Rejection;
-use crate::routes::dockerflow::constant_time_eq;
 use crate::state::AppState;
+use crate::token::constant_time_eq;
 
 /// Handles one submission. The body is read as opaque bytes and never decompressed or parsed.
 pub async fn submit(State(state): State<AppState>, request: Request<Body>) -> Response {
@@ -24,11 +24,7 @@ pub async fn submit(State(state): State<AppState>, request: Request<Body>) -> Re
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
-        || request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
+    let has_body = declares_body(request.headers());
     match accept(&state, peer, request).await {
         Ok(status) => {
             state.metrics.incr_with_tags("submission.accepted").send();
@@ -55,6 +51,15 @@ pub async fn submit(State(state): State<AppState>, request: Request<Body>) -> Re
             }
         }
     }
+}
+
+/// Whether a request says a body follows (chunked, or a non-zero `Content-Length`): refusing it
+/// before reading that body leaves the connection unusable for another request.
+pub(crate) fn declares_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
 }
 
 async fn accept(
@@ -130,6 +135,11 @@ async fn accept(
 
     let submission = Submission::new(route, attributes, body);
     let encoded = submission.encoded_len();
+    // Copied before the submission goes to the queue, and kept only once Redis has it.
+    let debug_copy = state
+        .debug
+        .as_ref()
+        .and_then(|view| view.copy(&submission, received_at));
 
     let started = Instant::now();
     let enqueued = tokio::time::timeout(
@@ -144,6 +154,9 @@ async fn accept(
     match enqueued {
         Ok(Ok(_)) => {
             state.backlog.admitted(encoded);
+            if let (Some(view), Some(copy)) = (&state.debug, debug_copy) {
+                view.keep(copy);
+            }
             Ok(StatusCode::OK)
         }
         Ok(Err(e)) => {
