@@ -47,6 +47,7 @@ from nginx_harness import (  # noqa: E402  (path set just above)
     stop,
     wait_http,
     wait_port,
+    wait_until,
     wharf_exe,
 )
 
@@ -59,18 +60,6 @@ BATCH_MAX_AGE_MS = 200
 
 CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BIN", "/usr/bin/chromedriver")
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
-    """Polls `predicate` until it returns something truthy; fails with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def doc_id() -> str:

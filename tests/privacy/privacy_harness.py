@@ -38,6 +38,7 @@ from nginx_harness import (  # noqa: E402  (path set just above)
     request,
     stop,
     wait_http,
+    wait_until,
     wharf_exe,
 )
 
@@ -45,18 +46,6 @@ __all__ = [
     "LB_CIDR", "Nginx", "RedisServer", "SentrySink", "StatsdSink", "Wharf",
     "find_exe", "free_port", "request", "stop", "wait_until", "wharf_exe",
 ]
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
-    """Polls `predicate` until it returns something truthy; fails with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 # ---------------------------------------------------------------------------- redis-server

@@ -81,6 +81,23 @@ fn debug_keys(app: &TestApp) -> Vec<String> {
     keys
 }
 
+/// Waits until `n` copies for the view have been counted as failed (`debug_view.dropped`,
+/// `reason:failed`), and fails the test if that never happens.
+async fn assert_failed_copies(app: &TestApp, n: usize) {
+    let counted = eventually(Duration::from_secs(5), || async {
+        app.statsd
+            .lines()
+            .iter()
+            .filter(|l| {
+                l.starts_with("wharf.debug_view.dropped:1|c") && l.contains("reason:failed")
+            })
+            .count()
+            == n
+    })
+    .await;
+    assert!(counted, "{:#?}", app.statsd.lines());
+}
+
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     encoder.write_all(data).unwrap();
@@ -664,18 +681,7 @@ async fn a_debug_write_refused_by_redis_never_fails_the_submission() {
     for i in 0..5 {
         submit(&app, "refused", format!("{{\"n\": {i}}}")).await;
     }
-    let dropped = eventually(Duration::from_secs(5), || async {
-        app.statsd
-            .lines()
-            .iter()
-            .filter(|l| {
-                l.starts_with("wharf.debug_view.dropped:1|c") && l.contains("reason:failed")
-            })
-            .count()
-            == 5
-    })
-    .await;
-    assert!(dropped, "{:#?}", app.statsd.lines());
+    assert_failed_copies(&app, 5).await;
     let _: () = redis::cmd("ACL")
         .arg("SETUSER")
         .arg("default")
@@ -693,18 +699,7 @@ async fn a_debug_write_refused_by_redis_never_fails_the_submission() {
         .query(&mut conn)
         .unwrap();
     submit(&app, "wrongtype", "{}").await;
-    let failed = eventually(Duration::from_secs(5), || async {
-        app.statsd
-            .lines()
-            .iter()
-            .filter(|l| {
-                l.starts_with("wharf.debug_view.dropped:1|c") && l.contains("reason:failed")
-            })
-            .count()
-            == 6
-    })
-    .await;
-    assert!(failed, "{:#?}", app.statsd.lines());
+    assert_failed_copies(&app, 6).await;
     assert_eq!(app.queued().len(), 6);
 }
 
