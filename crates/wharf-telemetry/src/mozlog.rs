@@ -139,11 +139,19 @@ fn severity(level: Level) -> u8 {
     }
 }
 
-fn hostname() -> String {
+/// This host's name, the one every log line's `Hostname` and every worker name carry: the
+/// kernel's (a container's or pod's own name), else `HOSTNAME`, else `unknown`.
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
         .map(|h| h.trim().to_string())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "unknown".into())
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.trim().is_empty())
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Writes an event's fields as the members of one flat JSON object (MozLog forbids nesting).

@@ -12,13 +12,10 @@ pub fn process_prefix(pid: u32) -> String {
     format!("{}-{pid}-", hostname())
 }
 
+/// The logged `Hostname` ([`wharf_telemetry::mozlog::hostname`]), with anything but letters,
+/// digits, `-` and `.` replaced, so that a name splits on its `-`s predictably.
 fn hostname() -> String {
-    let raw = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.trim().is_empty())
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .unwrap_or_else(|| "worker".to_string());
-    raw.trim()
+    wharf_telemetry::mozlog::hostname()
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
