@@ -341,22 +341,26 @@ docker ps -aq --filter "label=wharf-ci-run=$RUN_ID" | xargs -r docker rm -f -v >
 docker network rm "$NET" >/dev/null 2>&1
 
 # ------------------------------------------------------------------ partition
-# A worker cut off from Redis (docker network disconnect) after its PutObject, before its
-# acknowledgement, then reconnected: nothing lost, duplicates = worker.entries.lost_lease.
-if timed "partition (tests/container/partition.sh)" env WHARF_CI_IMAGE="$IMAGE" \
-        WHARF_CI_DEVTOOLS_IMAGE="$DEVTOOLS_IMAGE" WHARF_CI_RUN="$RUN_ID" bash tests/container/partition.sh; then
-    ok "partition: worker cut off from Redis between PutObject and ack, reconnected: nothing lost, duplicates counted"
-else
-    bad "partition: tests/container/partition.sh (its [partition] lines say which step)"
-fi
-# The same, reconnected at another address: its old connections die silently, and the worker
-# must notice (TCP keepalive, a new connection after a timeout) rather than wait for the kernel.
-if timed "partition, new address" env WHARF_CI_IMAGE="$IMAGE" \
+# A worker cut off from Redis (docker network disconnect) while it holds a batch, then
+# reconnected, with the docId ledger on (the default): it writes nothing while cut off, its batch
+# is dropped after the heal; nothing lost, no duplicate.
+if timed "partition, ledger on (partition.sh)" env WHARF_CI_IMAGE="$IMAGE" \
         WHARF_CI_DEVTOOLS_IMAGE="$DEVTOOLS_IMAGE" WHARF_CI_RUN="$RUN_ID" \
-        PARTITION_RECONNECT=new-address bash tests/container/partition.sh; then
-    ok "partition: worker reconnected at a new address recovers by itself"
+        PARTITION_DEDUP=on PARTITION_RECONNECT=same-address bash tests/container/partition.sh; then
+    ok "partition, ledger on: worker cut off from Redis writes nothing, its batch is dropped after the heal: nothing lost, no duplicate"
 else
-    bad "partition, new address: tests/container/partition.sh (its [partition] lines say which step)"
+    bad "partition, ledger on: tests/container/partition.sh (its [partition] lines say which step)"
+fi
+# Ledger off (DEDUP_WINDOW_MS=0): it writes its batch while cut off, duplicates =
+# worker.entries.lost_lease. Reconnected at another address: its old connections die silently,
+# and the worker must notice (TCP keepalive, a new connection after a timeout) rather than wait
+# for the kernel.
+if timed "partition, ledger off, new address" env WHARF_CI_IMAGE="$IMAGE" \
+        WHARF_CI_DEVTOOLS_IMAGE="$DEVTOOLS_IMAGE" WHARF_CI_RUN="$RUN_ID" \
+        PARTITION_DEDUP=off PARTITION_RECONNECT=new-address bash tests/container/partition.sh; then
+    ok "partition, ledger off, new address: duplicates counted by lost_lease; the worker recovers by itself"
+else
+    bad "partition, ledger off, new address: tests/container/partition.sh (its [partition] lines say which step)"
 fi
 
 # ------------------------------------------------------------------ compose, as written
