@@ -1,10 +1,15 @@
 //! Wharf's configuration: environment variables (read with envy) over optional `CONFIG_URL` defaults, validated all at once.
 //!
-//! Loading never stops at the first problem: every bad or missing variable is collected into one
-//! [`ConfigError`] so that an operator fixes a deployment in one pass.
+//! Each settings struct declares its fields with their variables (name, role, default, bounds,
+//! secrecy, meaning) in one place, the `settings!` invocations below; the catalogue, `wharf
+//! config --list` and the README's table are made from them. Loading never stops at the first
+//! problem: every bad or missing variable is collected into one [`ConfigError`] so that an
+//! operator fixes a deployment in one pass.
 
 pub mod catalog;
 mod config_url;
+#[macro_use]
+mod define;
 mod parse;
 pub mod redact;
 
@@ -12,23 +17,48 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use catalog::{required, secret, var, Kind, Required, Scope::*};
 pub use config_url::ConfigUrlError;
-use parse::Parser;
+use parse::{Choice, Parser};
 pub use redact::redact_url;
 
-/// What the process is about to do; decides which variables are required.
+/// The two roles: each needs its own variables and its own cross-checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Web,
     Worker,
-    /// `wharf canary`: talks to the web role over HTTP and reads S3 with the worker's settings.
-    Canary,
-    /// Tools that need Redis only (`wharf redrive`).
-    RedisTool,
-    /// `wharf config`: prints what it can, requires nothing.
-    Inspect,
+}
+
+/// What a command needs from the configuration: which required variables must be set, and
+/// which role's cross-checks apply. Tools (`canary`, `redrive`, `check`) build their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Needs {
+    /// `REDIS_HOST` must be set.
+    pub redis: bool,
+    /// `S3_BUCKET` must be set.
+    pub s3: bool,
+    pub role: Option<Role>,
+}
+
+impl Needs {
+    /// Nothing required (reading what is there, such as the port for `wharf check`).
+    pub const NOTHING: Needs = Needs {
+        redis: false,
+        s3: false,
+        role: None,
+    };
+}
+
+impl From<Role> for Needs {
+    fn from(role: Role) -> Self {
+        Needs {
+            redis: true,
+            s3: role == Role::Worker,
+            role: Some(role),
+        }
+    }
 }
 
 /// A secret value: printed as `[redacted]` by `Debug` and by `wharf config`.
@@ -63,98 +93,22 @@ pub enum LogFormat {
     Pretty,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct RedisSettings {
-    pub host: String,
-    pub port: u16,
-    pub db: i64,
-    pub password: Option<Secret>,
-    pub tls: bool,
-    #[serde(serialize_with = "serialize_ms")]
-    pub timeout: Duration,
-    /// Number of queue shards (`wharf:{<n>}:submissions` streams) submissions spread over.
-    pub queue_shards: u16,
-    /// Talk to a Redis Cluster seeded from `host:port` instead of one Redis.
-    pub cluster: bool,
-    /// Replicas a write must reach (`WAIT`) before a submission is answered 200.
-    pub min_replicas_ack: u8,
-    /// Percent of Redis `maxmemory` above which the web role answers 507.
-    pub memory_high_water_percent: u8,
-    /// Start even when `maxmemory-policy` lets Redis evict queued documents.
-    pub allow_eviction_data_loss: bool,
+impl Choice for LogFormat {
+    const OPTIONS: &'static [(&'static str, Self)] =
+        &[("json", LogFormat::Json), ("pretty", LogFormat::Pretty)];
 }
 
-impl RedisSettings {
-    /// The connection URL, password included: never log it.
-    pub fn url(&self) -> String {
-        let scheme = if self.tls { "rediss" } else { "redis" };
-        let auth = match &self.password {
-            Some(p) => format!(":{}@", url_encode(p.expose())),
-            None => String::new(),
-        };
-        format!("{scheme}://{auth}{}:{}/{}", self.host, self.port, self.db)
-    }
+/// How the worker compresses its NDJSON objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Gzip,
+    Zstd,
 }
 
-fn url_encode(raw: &str) -> String {
-    url::form_urlencoded::byte_serialize(raw.as_bytes()).collect()
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct StatsdSettings {
-    pub host: Option<String>,
-    pub port: u16,
-    pub prefix: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TelemetrySettings {
-    pub environment: String,
-    pub sentry_dsn: Option<Secret>,
-    pub statsd: StatsdSettings,
-    pub log_format: LogFormat,
-    pub log_level: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct WebSettings {
-    pub host: String,
-    pub port: u16,
-    pub max_body_bytes: usize,
-    pub max_path_bytes: usize,
-    pub max_queue_depth: u64,
-    pub queue_depth_warning: u64,
-    /// Empty means every namespace is accepted.
-    pub allowed_namespaces: Vec<String>,
-    pub drop_client_ip: bool,
-    #[serde(serialize_with = "serialize_ms")]
-    pub heartbeat_cache: Duration,
-    pub version_file: String,
-    pub error_endpoint_token: Option<Secret>,
-    /// Longest a client may take to send a request's headers (and an idle keep-alive connection
-    /// may wait for its next request) before the connection is closed.
-    #[serde(serialize_with = "serialize_ms")]
-    pub header_timeout: Duration,
-    /// Longest a request body may go without delivering a byte before the request is refused.
-    #[serde(serialize_with = "serialize_ms")]
-    pub body_timeout: Duration,
-    /// Connections served at once; more wait in the kernel's accept queue.
-    pub max_connections: usize,
-    /// Submission body bytes held in memory at once, declared or read; past it, 503 at once.
-    pub max_inflight_bytes: usize,
-    /// Submissions in progress at once; past it, 503 at once.
-    pub max_inflight_requests: usize,
-    /// Also speak HTTP/2 without TLS (h2c) on the web port.
-    pub http2_cleartext: bool,
-    /// When set, the canary namespace takes only requests carrying this token.
-    pub canary_token: Option<Secret>,
-    /// Browser origins allowed to submit.
-    pub cors: CorsOrigins,
-    /// How long a browser may cache a preflight answer.
-    #[serde(serialize_with = "serialize_ms")]
-    pub cors_max_age: Duration,
-    /// The live debug view, when `DEBUG_VIEW_TOKEN` is set.
-    pub debug_view: Option<DebugViewSettings>,
+impl Choice for Compression {
+    const OPTIONS: &'static [(&'static str, Self)] =
+        &[("gzip", Compression::Gzip), ("zstd", Compression::Zstd)];
 }
 
 /// Which browser origins may submit (`CORS_ALLOWED_ORIGINS`).
@@ -177,76 +131,241 @@ impl CorsOrigins {
     }
 }
 
-/// The live debug view: documents tagged `X-Debug-ID`, kept per tag in capped Redis streams.
-#[derive(Debug, Clone, Serialize)]
-pub struct DebugViewSettings {
-    pub token: Secret,
-    /// Documents kept per tag.
-    pub max_entries: usize,
-    /// Tags listed at once.
-    pub max_tags: usize,
-    /// A tag's documents expire this long after its last submission.
-    #[serde(serialize_with = "serialize_ms")]
-    pub ttl: Duration,
+settings! {
+    /// The whole effective configuration.
+    pub struct Settings {
+        #[serde(serialize_with = "serialize_redacted_url")]
+        config_url: Option<String> = var("CONFIG_URL", Both, Kind::Text, None, "file:///etc/wharf/config.json",
+            "URL (file://, http://, https://) of a JSON object whose keys are these variable names; it supplies defaults, the environment overrides it; unreachable or invalid stops the process"),
+        /// On SIGTERM: time to finish requests (web) or flush batches (worker).
+        #[serde(serialize_with = "serialize_ms")]
+        shutdown_grace: Duration = var("SHUTDOWN_GRACE_MS", Both, Kind::Millis { min: 100, max: 600_000 }, Some("8000"), "8000",
+            "on SIGTERM, time allowed to finish in-flight requests (web) or flush open batches (worker); fits docker stop's 10 s"),
+        ;
+        telemetry: TelemetrySettings,
+        redis: RedisSettings,
+        web: WebSettings,
+        worker: WorkerSettings,
+    }
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct S3Settings {
-    pub bucket: String,
-    pub prefix: String,
-    #[serde(serialize_with = "serialize_redacted_url")]
-    pub endpoint_url: Option<String>,
+settings! {
+    /// Logs, errors and metrics.
+    pub struct TelemetrySettings {
+        environment: String = var("ENVIRONMENT", Both, Kind::Text, Some("development"), "prod",
+            "deployment name; Sentry environment and the `env` tag on every metric"),
+        sentry_dsn: Option<Secret> = secret(var("SENTRY_DSN", Both, Kind::Url, None, "https://public:secret@sentry.example.com/1",
+            "Sentry DSN; empty or unset disables Sentry")),
+        log_format: LogFormat = var("LOG_FORMAT", Both, Kind::Choice(&["json", "pretty"]), Some("json"), "pretty",
+            "`json` (MozLog, for production) or `pretty` (human-readable, for development)"),
+        log_level: String = var("LOG_LEVEL", Both, Kind::LogFilter, Some("info"), "info,wharf_web=debug",
+            "tracing filter directive, checked at start-up with the other settings"),
+        ;
+        statsd: StatsdSettings,
+    }
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct WorkerSettings {
-    pub s3: S3Settings,
-    pub batch_max_documents: usize,
-    pub batch_max_bytes: usize,
-    #[serde(serialize_with = "serialize_ms")]
-    pub batch_max_age: Duration,
-    pub max_open_batches: usize,
-    /// Entries one `XREADGROUP` takes from each shard.
-    pub fetch_size: usize,
-    /// Documents a worker holds at once (fetched, in open batches or being uploaded).
-    pub max_held_documents: usize,
-    /// Body bytes a worker holds at once; one more fetch may go over it.
-    pub max_held_bytes: usize,
-    #[serde(serialize_with = "serialize_ms")]
-    pub poll_interval: Duration,
-    #[serde(serialize_with = "serialize_ms")]
-    pub claim_idle: Duration,
-    pub max_attempts: u32,
-    #[serde(serialize_with = "serialize_ms")]
-    pub refusal_grace: Duration,
-    #[serde(serialize_with = "serialize_ms")]
-    pub liveness_ttl: Duration,
-    /// How long a landed document's docId stays in the ledger; zero turns deduplication off.
-    #[serde(serialize_with = "serialize_ms")]
-    pub dedup_window: Duration,
-    pub output_compression: Compression,
+settings! {
+    /// Where metrics go.
+    pub struct StatsdSettings {
+        host: Option<String> = var("STATSD_HOST", Both, Kind::Text, None, "172.17.42.1",
+            "StatsD/DogStatsD host; unset drops metrics without error"),
+        port: u16 = var("STATSD_PORT", Both, Kind::Int { min: 1, max: 65_535 }, Some("8125"), "8125", "StatsD UDP port"),
+        prefix: String = var("STATSD_PREFIX", Both, Kind::Text, Some("wharf"), "wharf", "prefix of every metric name"),
+    }
 }
 
-/// How the worker compresses its NDJSON objects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    Gzip,
-    Zstd,
+settings! {
+    /// The Redis holding the queue, and how far to trust it.
+    pub struct RedisSettings {
+        host: String = required(var("REDIS_HOST", Both, Kind::Text, None, "example.cache.amazonaws.com",
+            "Redis host holding the submission queue"), Required::ForRedis),
+        port: u16 = var("REDIS_PORT", Both, Kind::Int { min: 1, max: 65_535 }, Some("6379"), "6379", "Redis port"),
+        db: i64 = var("REDIS_DB", Both, Kind::Int { min: 0, max: 15 }, Some("0"), "0", "Redis database number"),
+        password: Option<Secret> = secret(var("REDIS_PASSWORD", Both, Kind::Text, None, "s3cret",
+            "Redis AUTH password (ElastiCache auth token)")),
+        tls: bool = var("REDIS_TLS", Both, Kind::Bool, Some("false"), "true",
+            "connect to Redis over TLS (ElastiCache in-transit encryption)"),
+        #[serde(serialize_with = "serialize_ms")]
+        timeout: Duration = var("REDIS_TIMEOUT_MS", Both, Kind::Millis { min: 50, max: 60_000 }, Some("1000"), "1000",
+            "connect and per-command timeout for Redis, in milliseconds"),
+        /// Number of queue shards (`wharf:{<n>}:submissions` streams) submissions spread over.
+        queue_shards: u16 = var("QUEUE_SHARDS", Both, Kind::Int { min: 1, max: 1024 }, Some("4"), "4",
+            "number of queue shards, streams `wharf:{<n>}:submissions`; a submission's shard comes from its docId; set the same value on web and worker"),
+        /// Talk to a Redis Cluster seeded from `host:port` instead of one Redis.
+        cluster: bool = var("REDIS_CLUSTER", Both, Kind::Bool, Some("false"), "true",
+            "REDIS_HOST:REDIS_PORT is a Redis Cluster node or configuration endpoint; the shard streams spread over its masters by their hash tags; REDIS_DB must be 0"),
+        /// Replicas a write must reach (`WAIT`) before a submission is answered 200.
+        min_replicas_ack: u8 = var("REDIS_MIN_REPLICAS_ACK", Both, Kind::Int { min: 0, max: 5 }, Some("0"), "1",
+            "replicas a submission's write must reach (Redis WAIT, once per pipeline) before it is answered 200; unconfirmed within REDIS_TIMEOUT_MS gives 503; 0 trusts asynchronous replication, so a failover can lose the last acknowledged writes"),
+        /// Percent of Redis `maxmemory` above which the web role answers 507.
+        memory_high_water_percent: u8 = var("REDIS_MEMORY_HIGH_WATER_PERCENT", Web, Kind::Int { min: 10, max: 95 }, Some("80"), "80",
+            "submissions get 507 once Redis used_memory passes this percent of maxmemory (on any master), leaving room for workers to acknowledge and delete; ignored when maxmemory is 0"),
+        /// Start even when `maxmemory-policy` lets Redis evict queued documents.
+        allow_eviction_data_loss: bool = var("REDIS_ALLOW_EVICTION_DATA_LOSS", Both, Kind::Bool, Some("false"), "true",
+            "start even though Redis maxmemory-policy is not noeviction, accepting that Redis may silently delete queued documents under memory pressure"),
+    }
 }
 
-/// The whole effective configuration.
-#[derive(Debug, Clone, Serialize)]
-pub struct Settings {
-    #[serde(serialize_with = "serialize_redacted_url")]
-    pub config_url: Option<String>,
-    pub telemetry: TelemetrySettings,
-    pub redis: RedisSettings,
-    #[serde(serialize_with = "serialize_ms")]
-    pub shutdown_grace: Duration,
-    pub web: WebSettings,
-    /// Present when the role needs S3 and `S3_BUCKET` was given.
-    pub worker: Option<WorkerSettings>,
+settings! {
+    /// The web role: the listener, the edge's limits, CORS and the debug view.
+    pub struct WebSettings {
+        host: String = var("HOST", Web, Kind::Text, Some("0.0.0.0"), "0.0.0.0", "address the web role binds"),
+        port: u16 = var("PORT", Web, Kind::Int { min: 0, max: 65_535 }, Some("8000"), "8000", "port the web role binds (0 picks a free one)"),
+        max_body_bytes: usize = var("MAX_BODY_BYTES", Web, Kind::Int { min: 1, max: 268_435_456 }, Some("1048576"), "1048576",
+            "largest accepted submission body; larger gets 413"),
+        max_path_bytes: usize = var("MAX_PATH_BYTES", Web, Kind::Int { min: 32, max: 16_384 }, Some("10240"), "10240",
+            "longest accepted request path and query; longer gets 414"),
+        max_queue_depth: u64 = var("MAX_QUEUE_DEPTH", Web, Kind::Int { min: 1, max: 1_000_000_000 }, Some("1000000"), "1000000",
+            "queue backlog above which submissions get 507 with Retry-After"),
+        queue_depth_warning: u64 = var("QUEUE_DEPTH_WARNING", Web, Kind::Int { min: 1, max: 1_000_000_000 }, Some("100000"), "100000",
+            "queue backlog above which __heartbeat__ reports a warning"),
+        /// Empty means every namespace is accepted.
+        allowed_namespaces: Vec<String> = var("ALLOWED_NAMESPACES", Web, Kind::List, Some(""), "telemetry,eng-workflow",
+            "comma-separated namespaces accepted by /submit; empty accepts all; others get 404 (list `wharf-canary` too, or set CANARY_TOKEN, for `wharf canary`)"),
+        drop_client_ip: bool = var("DROP_CLIENT_IP", Web, Kind::Bool, Some("false"), "true",
+            "drop remote_addr and x_forwarded_for before anything is stored (IPs are personal data)"),
+        #[serde(serialize_with = "serialize_ms")]
+        heartbeat_cache: Duration = var("HEARTBEAT_CACHE_MS", Web, Kind::Millis { min: 10, max: 60_000 }, Some("1000"), "1000",
+            "how long a __heartbeat__ result is reused; concurrent requests share one run"),
+        version_file: String = var("VERSION_FILE", Web, Kind::Text, Some("/app/version.json"), "/app/version.json",
+            "Dockerflow version object served by __version__; missing falls back to build-time values"),
+        error_endpoint_token: Option<Secret> = secret(var("ERROR_ENDPOINT_TOKEN", Web, Kind::Text, None, "a-long-random-string",
+            "enables GET /__error__ for requests whose X-Error-Token header carries this value; unset disables the endpoint")),
+        /// Longest a client may take to send a request's headers (and an idle keep-alive
+        /// connection may wait for its next request) before the connection is closed.
+        #[serde(serialize_with = "serialize_ms")]
+        header_timeout: Duration = var("HEADER_TIMEOUT_MS", Web, Kind::Millis { min: 100, max: 120_000 }, Some("10000"), "10000",
+            "a connection that has not sent a whole request head within this time (or idles this long between requests) is closed"),
+        /// Longest a request body may go without delivering a byte before the request is refused.
+        #[serde(serialize_with = "serialize_ms")]
+        body_timeout: Duration = var("BODY_TIMEOUT_MS", Web, Kind::Millis { min: 100, max: 120_000 }, Some("10000"), "10000",
+            "a submission whose body sends no byte for this long gets 503 with Retry-After; the whole request is also limited to 30 s"),
+        /// Connections served at once; more wait in the kernel's accept queue.
+        max_connections: usize = var("MAX_CONNECTIONS", Web, Kind::Int { min: 16, max: 1_000_000 }, Some("2048"), "2048",
+            "client connections served at once; further connections wait in the kernel's accept queue"),
+        /// Submission body bytes held in memory at once, declared or read; past it, 503 at once.
+        max_inflight_bytes: usize = var("MAX_INFLIGHT_BYTES", Web, Kind::Int { min: 1 << 20, max: 16 << 30 }, Some("67108864"), "67108864",
+            "submission body bytes held at once (declared by Content-Length, or read so far when chunked); past it a submission gets 503 with Retry-After at once; at least MAX_BODY_BYTES"),
+        /// Submissions in progress at once; past it, 503 at once.
+        max_inflight_requests: usize = var("MAX_INFLIGHT_REQUESTS", Web, Kind::Int { min: 1, max: 1_000_000 }, Some("1024"), "1024",
+            "submissions in progress at once; past it a submission gets 503 with Retry-After at once"),
+        /// Also speak HTTP/2 without TLS (h2c) on the web port.
+        http2_cleartext: bool = var("HTTP2_CLEARTEXT", Web, Kind::Bool, Some("false"), "true",
+            "also accept HTTP/2 without TLS (h2c, prior knowledge) on PORT; off, the HTTP/2 preface gets the connection closed and `Upgrade: h2c` is ignored"),
+        /// Browser origins allowed to submit.
+        cors: CorsOrigins = var("CORS_ALLOWED_ORIGINS", Web, Kind::Origins, Some("*"), "https://app.example.com,https://example.org",
+            "origins whose browser pages may submit to /submit: `*` (any), or a comma-separated list of `scheme://host[:port]`; a request whose Origin header is not allowed gets 403; requests without Origin (SDKs, servers) are unaffected"),
+        /// How long a browser may cache a preflight answer.
+        #[serde(serialize_with = "serialize_ms")]
+        cors_max_age: Duration = var("CORS_MAX_AGE_MS", Web, Kind::Millis { min: 0, max: 86_400_000 }, Some("86400000"), "86400000",
+            "how long a browser may reuse a /submit preflight answer (Access-Control-Max-Age, in whole seconds)"),
+        /// When set, the canary namespace takes only requests carrying this token.
+        canary_token: Option<Secret> = secret(var("CANARY_TOKEN", Both, Kind::Text, None, "another-long-random-string",
+            "when set, the `wharf-canary` namespace accepts only submissions whose X-Canary-Token header carries it, and `wharf canary` sends it; unset, that namespace is treated like any other")),
+        ;
+        debug_view: DebugViewSettings,
+    }
+}
+
+settings! {
+    /// The live debug view: documents tagged `X-Debug-ID`, kept per tag in capped Redis streams.
+    pub struct DebugViewSettings {
+        /// The view is on only when this is set.
+        token: Option<Secret> = secret(var("DEBUG_VIEW_TOKEN", Web, Kind::Text, None, "a-third-long-random-string",
+            "enables the live debug view at /debug/ for whoever presents this token (login form or `Authorization: Bearer`); unset, /debug/ answers 404 and nothing is kept")),
+        /// Documents kept per tag.
+        max_entries: usize = var("DEBUG_VIEW_MAX_ENTRIES", Web, Kind::Int { min: 1, max: 1_000 }, Some("50"), "50",
+            "documents kept per X-Debug-ID tag for the debug view, newest first"),
+        /// Tags listed at once.
+        max_tags: usize = var("DEBUG_VIEW_MAX_TAGS", Web, Kind::Int { min: 1, max: 1_000 }, Some("20"), "20",
+            "X-Debug-ID tags the debug view lists at once; the least recently seen beyond it are dropped"),
+        /// A tag's documents expire this long after its last submission.
+        #[serde(serialize_with = "serialize_ms")]
+        ttl: Duration = var("DEBUG_VIEW_TTL_MS", Web, Kind::Millis { min: 60_000, max: 604_800_000 }, Some("3600000"), "3600000",
+            "a tag's documents are deleted this long after its last submission"),
+    }
+}
+
+settings! {
+    /// The worker role: its bucket, batching, holding and delivery.
+    pub struct WorkerSettings {
+        batch_max_documents: usize = var("BATCH_MAX_DOCUMENTS", Worker, Kind::Int { min: 1, max: 1_000_000 }, Some("1000"), "1000",
+            "a batch is flushed when it holds this many documents"),
+        batch_max_bytes: usize = var("BATCH_MAX_BYTES", Worker, Kind::Int { min: 1, max: 1 << 30 }, Some("8388608"), "8388608",
+            "a batch is flushed when its bodies reach this many bytes"),
+        #[serde(serialize_with = "serialize_ms")]
+        batch_max_age: Duration = var("BATCH_MAX_AGE_MS", Worker, Kind::Millis { min: 100, max: 3_600_000 }, Some("10000"), "10000",
+            "a batch is flushed when its oldest document is this old"),
+        max_open_batches: usize = var("MAX_OPEN_BATCHES", Worker, Kind::Int { min: 1, max: 10_000 }, Some("64"), "64",
+            "most batches open at once; opening one more flushes the oldest"),
+        /// Entries one `XREADGROUP` takes from each shard.
+        fetch_size: usize = var("WORKER_FETCH_SIZE", Worker, Kind::Int { min: 1, max: 10_000 }, Some("500"), "500",
+            "entries one XREADGROUP takes from each shard"),
+        /// Documents a worker holds at once (fetched, in open batches or being uploaded).
+        max_held_documents: usize = var("WORKER_MAX_HELD_DOCUMENTS", Worker, Kind::Int { min: 1, max: 1_000_000 }, Some("5000"), "5000",
+            "documents a worker holds at once, fetched, batched or uploading; at the limit it flushes its biggest batch and fetches no more"),
+        /// Body bytes a worker holds at once; one more fetch may go over it.
+        max_held_bytes: usize = var("WORKER_MAX_HELD_BYTES", Worker, Kind::Int { min: 1 << 20, max: 1 << 34 }, Some("67108864"), "67108864",
+            "body bytes a worker holds at once; one more fetch may go over it"),
+        #[serde(serialize_with = "serialize_ms")]
+        poll_interval: Duration = var("WORKER_POLL_INTERVAL_MS", Worker, Kind::Millis { min: 10, max: 10_000 }, Some("1000"), "1000",
+            "longest an idle worker's XREADGROUP blocks; new entries wake it at once"),
+        #[serde(serialize_with = "serialize_ms")]
+        claim_idle: Duration = var("WORKER_CLAIM_IDLE_MS", Worker, Kind::Millis { min: 1_000, max: 3_600_000 }, Some("10000"), "10000",
+            "entries left unacknowledged and unrenewed this long (by the Redis clock) are taken over by another worker; live workers renew theirs every third of it"),
+        max_attempts: u32 = var("MAX_ATTEMPTS", Worker, Kind::Int { min: 1, max: 1_000 }, Some("10"), "10",
+            "refused uploads of a batch, counted once S3 has refused it for S3_REFUSAL_GRACE_MS, before its documents are dead-lettered"),
+        #[serde(serialize_with = "serialize_ms")]
+        refusal_grace: Duration = var("S3_REFUSAL_GRACE_MS", Worker, Kind::Millis { min: 0, max: 86_400_000 }, Some("300000"), "300000",
+            "how long S3 must refuse a batch (AccessDenied, invalid request) before refusals count toward MAX_ATTEMPTS; transient errors never count"),
+        /// How long a landed document's docId stays in the ledger; zero turns deduplication off.
+        #[serde(serialize_with = "serialize_ms")]
+        dedup_window: Duration = var("DEDUP_WINDOW_MS", Worker, Kind::Millis { min: 0, max: 604_800_000 }, Some("3600000"), "3600000",
+            "a document (same docId and body) landed within this window is not written again; the docId ledger in Redis costs about 130 bytes per document in the window; 0 turns it off"),
+        output_compression: Compression = var("OUTPUT_COMPRESSION", Worker, Kind::Choice(&["gzip", "zstd"]), Some("gzip"), "zstd",
+            "compression of the NDJSON objects: `gzip` (`.ndjson.gz`) or `zstd` (`.ndjson.zst`)"),
+        #[serde(serialize_with = "serialize_ms")]
+        liveness_ttl: Duration = var("LIVENESS_TTL_MS", Worker, Kind::Millis { min: 1_000, max: 600_000 }, Some("15000"), "15000",
+            "TTL of the liveness record each worker publishes for __heartbeat__, by the Redis clock"),
+        ;
+        s3: S3Settings,
+    }
+}
+
+settings! {
+    /// The bucket the worker writes to (and `wharf canary` and `wharf landed` read).
+    pub struct S3Settings {
+        bucket: String = required(var("S3_BUCKET", Worker, Kind::Text, None, "com-example-dev-us-west-2-wharf",
+            "bucket the worker writes batches to"), Required::ForS3),
+        prefix: String = var("S3_PREFIX", Worker, Kind::Text, Some(""), "landing/", "prefix of every object key"),
+        #[serde(serialize_with = "serialize_redacted_url")]
+        endpoint_url: Option<String> = var("S3_ENDPOINT_URL", Worker, Kind::Url, None, "http://s3:9000",
+            "S3-compatible endpoint (path-style addressing); unset uses AWS"),
+    }
+}
+
+impl DebugViewSettings {
+    /// The token, when the view is on.
+    pub fn enabled(&self) -> Option<&Secret> {
+        self.token.as_ref()
+    }
+}
+
+impl RedisSettings {
+    /// The connection URL, password included: never log it.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        let auth = match &self.password {
+            Some(p) => format!(":{}@", url_encode(p.expose())),
+            None => String::new(),
+        };
+        format!("{scheme}://{auth}{}:{}/{}", self.host, self.port, self.db)
+    }
+}
+
+fn url_encode(raw: &str) -> String {
+    url::form_urlencoded::byte_serialize(raw.as_bytes()).collect()
 }
 
 /// URLs in `wharf config`'s output lose their credentials and query strings.
@@ -303,223 +422,50 @@ fn format_problems(problems: &[Problem]) -> String {
         .join("\n")
 }
 
-/// The raw variables as envy reads them: all strings, so that parsing can report every problem.
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(default)]
-struct RawEnv {
-    config_url: Option<String>,
-    environment: Option<String>,
-    redis_host: Option<String>,
-    redis_port: Option<String>,
-    redis_db: Option<String>,
-    redis_password: Option<String>,
-    redis_tls: Option<String>,
-    redis_timeout_ms: Option<String>,
-    queue_shards: Option<String>,
-    redis_cluster: Option<String>,
-    redis_min_replicas_ack: Option<String>,
-    redis_memory_high_water_percent: Option<String>,
-    redis_allow_eviction_data_loss: Option<String>,
-    sentry_dsn: Option<String>,
-    statsd_host: Option<String>,
-    statsd_port: Option<String>,
-    statsd_prefix: Option<String>,
-    log_format: Option<String>,
-    log_level: Option<String>,
-    shutdown_grace_ms: Option<String>,
-    host: Option<String>,
-    port: Option<String>,
-    max_body_bytes: Option<String>,
-    max_path_bytes: Option<String>,
-    max_queue_depth: Option<String>,
-    queue_depth_warning: Option<String>,
-    allowed_namespaces: Option<String>,
-    drop_client_ip: Option<String>,
-    heartbeat_cache_ms: Option<String>,
-    version_file: Option<String>,
-    error_endpoint_token: Option<String>,
-    header_timeout_ms: Option<String>,
-    body_timeout_ms: Option<String>,
-    max_connections: Option<String>,
-    max_inflight_bytes: Option<String>,
-    max_inflight_requests: Option<String>,
-    http2_cleartext: Option<String>,
-    cors_allowed_origins: Option<String>,
-    cors_max_age_ms: Option<String>,
-    debug_view_token: Option<String>,
-    debug_view_max_entries: Option<String>,
-    debug_view_max_tags: Option<String>,
-    debug_view_ttl_ms: Option<String>,
-    canary_token: Option<String>,
-    s3_bucket: Option<String>,
-    s3_prefix: Option<String>,
-    s3_endpoint_url: Option<String>,
-    batch_max_documents: Option<String>,
-    batch_max_bytes: Option<String>,
-    batch_max_age_ms: Option<String>,
-    max_open_batches: Option<String>,
-    worker_fetch_size: Option<String>,
-    worker_max_held_documents: Option<String>,
-    worker_max_held_bytes: Option<String>,
-    worker_poll_interval_ms: Option<String>,
-    worker_claim_idle_ms: Option<String>,
-    max_attempts: Option<String>,
-    s3_refusal_grace_ms: Option<String>,
-    dedup_window_ms: Option<String>,
-    output_compression: Option<String>,
-    liveness_ttl_ms: Option<String>,
-}
-
-impl RawEnv {
-    /// The values by variable name, skipping unset ones.
-    fn into_map(self) -> BTreeMap<String, String> {
-        let value = serde_json::to_value(self).unwrap_or_default();
-        let mut map = BTreeMap::new();
-        if let serde_json::Value::Object(fields) = value {
-            for (name, v) in fields {
-                if let serde_json::Value::String(s) = v {
-                    map.insert(name.to_ascii_uppercase(), s);
-                }
-            }
-        }
-        map
-    }
-}
-
 /// Loads the settings from the process environment.
-pub fn from_env(role: Role) -> Result<Settings, ConfigError> {
-    from_vars(role, std::env::vars())
+pub fn from_env(needs: impl Into<Needs>) -> Result<Settings, ConfigError> {
+    from_vars(needs, std::env::vars())
 }
 
-/// Loads the settings from the given variables (the environment, or a test's map).
+/// Loads the settings from the given variables (the environment, or a test's map), over the
+/// defaults `CONFIG_URL` names when it is set.
 pub fn from_vars(
-    role: Role,
+    needs: impl Into<Needs>,
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Settings, ConfigError> {
-    let vars: Vec<(String, String)> = vars.into_iter().collect();
-    let env: RawEnv = envy::from_iter(vars.iter().cloned()).map_err(|e| {
+    let env: BTreeMap<String, String> = envy::from_iter(vars).map_err(|e| {
         ConfigError::Invalid(vec![Problem {
             variable: "environment".into(),
             message: e.to_string(),
             example: "valid UTF-8".into(),
         }])
     })?;
-    let config_url = env.config_url.clone().filter(|u| !u.trim().is_empty());
-    let mut values = match &config_url {
+    // envy lowercases the names; only the catalogue's are kept.
+    let env: BTreeMap<String, String> = env
+        .into_iter()
+        .map(|(name, value)| (name.to_ascii_uppercase(), value))
+        .filter(|(name, _)| catalog::find(name).is_some())
+        .collect();
+    let mut values = match env.get("CONFIG_URL").filter(|u| !u.trim().is_empty()) {
         Some(url) => config_url::fetch_defaults(url)?,
         None => BTreeMap::new(),
     };
-    values.extend(env.into_map());
-    build(role, config_url, &values)
+    values.extend(env);
+    build(needs.into(), &values)
 }
 
-fn build(
-    role: Role,
-    config_url: Option<String>,
-    values: &BTreeMap<String, String>,
-) -> Result<Settings, ConfigError> {
-    let mut p = Parser::new(values, role);
-
-    let telemetry = TelemetrySettings {
-        environment: p.string("ENVIRONMENT"),
-        sentry_dsn: p.optional_url("SENTRY_DSN").map(Secret::new),
-        statsd: StatsdSettings {
-            host: p.optional("STATSD_HOST"),
-            port: p.within("STATSD_PORT", 1, 65_535) as u16,
-            prefix: p.string("STATSD_PREFIX"),
-        },
-        log_format: p.choice(
-            "LOG_FORMAT",
-            &[("json", LogFormat::Json), ("pretty", LogFormat::Pretty)],
-            LogFormat::Json,
-        ),
-        log_level: p.log_filter("LOG_LEVEL"),
-    };
-    let redis = RedisSettings {
-        host: p.required_for(
-            "REDIS_HOST",
-            matches!(role, Role::Web | Role::Worker | Role::RedisTool),
-        ),
-        port: p.within("REDIS_PORT", 1, 65_535) as u16,
-        db: p.within("REDIS_DB", 0, 15) as i64,
-        password: p.optional("REDIS_PASSWORD").map(Secret::new),
-        tls: p.boolean("REDIS_TLS"),
-        timeout: p.millis("REDIS_TIMEOUT_MS", 50, 60_000),
-        queue_shards: p.within("QUEUE_SHARDS", 1, 1024) as u16,
-        cluster: p.boolean("REDIS_CLUSTER"),
-        min_replicas_ack: p.within("REDIS_MIN_REPLICAS_ACK", 0, 5) as u8,
-        memory_high_water_percent: p.within("REDIS_MEMORY_HIGH_WATER_PERCENT", 10, 95) as u8,
-        allow_eviction_data_loss: p.boolean("REDIS_ALLOW_EVICTION_DATA_LOSS"),
-    };
+fn build(needs: Needs, values: &BTreeMap<String, String>) -> Result<Settings, ConfigError> {
+    let mut p = Parser::new(values, needs);
+    let settings = Settings::load(&mut p);
+    let (redis, web, worker) = (&settings.redis, &settings.web, &settings.worker);
     if redis.cluster && redis.db != 0 {
         p.problem(
             "REDIS_DB",
             "must be 0 with REDIS_CLUSTER=true: a Redis Cluster has only database 0",
         );
     }
-    let shutdown_grace = p.millis("SHUTDOWN_GRACE_MS", 100, 600_000);
-    let web = WebSettings {
-        host: p.string("HOST"),
-        port: p.within("PORT", 0, 65_535) as u16,
-        max_body_bytes: p.within("MAX_BODY_BYTES", 1, 256 << 20) as usize,
-        max_path_bytes: p.within("MAX_PATH_BYTES", 32, 16_384) as usize,
-        max_queue_depth: p.within("MAX_QUEUE_DEPTH", 1, 1_000_000_000),
-        queue_depth_warning: p.within("QUEUE_DEPTH_WARNING", 1, 1_000_000_000),
-        allowed_namespaces: p.list("ALLOWED_NAMESPACES"),
-        drop_client_ip: p.boolean("DROP_CLIENT_IP"),
-        heartbeat_cache: p.millis("HEARTBEAT_CACHE_MS", 10, 60_000),
-        version_file: p.string("VERSION_FILE"),
-        error_endpoint_token: p.optional("ERROR_ENDPOINT_TOKEN").map(Secret::new),
-        header_timeout: p.millis("HEADER_TIMEOUT_MS", 100, 120_000),
-        body_timeout: p.millis("BODY_TIMEOUT_MS", 100, 120_000),
-        max_connections: p.within("MAX_CONNECTIONS", 16, 1_000_000) as usize,
-        max_inflight_bytes: p.within("MAX_INFLIGHT_BYTES", 1 << 20, 16 << 30) as usize,
-        max_inflight_requests: p.within("MAX_INFLIGHT_REQUESTS", 1, 1_000_000) as usize,
-        http2_cleartext: p.boolean("HTTP2_CLEARTEXT"),
-        canary_token: p.optional("CANARY_TOKEN").map(Secret::new),
-        cors: p.origins("CORS_ALLOWED_ORIGINS"),
-        cors_max_age: p.millis("CORS_MAX_AGE_MS", 0, 86_400_000),
-        debug_view: None,
-    };
-    let debug_view = DebugViewSettings {
-        token: Secret::new(p.optional("DEBUG_VIEW_TOKEN").unwrap_or_default()),
-        max_entries: p.within("DEBUG_VIEW_MAX_ENTRIES", 1, 1_000) as usize,
-        max_tags: p.within("DEBUG_VIEW_MAX_TAGS", 1, 1_000) as usize,
-        ttl: p.millis("DEBUG_VIEW_TTL_MS", 60_000, 604_800_000),
-    };
-    let web = WebSettings {
-        debug_view: (!debug_view.token.expose().is_empty()).then_some(debug_view),
-        ..web
-    };
-    let needs_s3 = matches!(role, Role::Worker | Role::Canary);
-    let bucket = p.required_for("S3_BUCKET", needs_s3);
-    let worker = WorkerSettings {
-        s3: S3Settings {
-            bucket: bucket.clone(),
-            prefix: p.string("S3_PREFIX"),
-            endpoint_url: p.optional_url("S3_ENDPOINT_URL"),
-        },
-        batch_max_documents: p.within("BATCH_MAX_DOCUMENTS", 1, 1_000_000) as usize,
-        batch_max_bytes: p.within("BATCH_MAX_BYTES", 1, 1 << 30) as usize,
-        batch_max_age: p.millis("BATCH_MAX_AGE_MS", 100, 3_600_000),
-        max_open_batches: p.within("MAX_OPEN_BATCHES", 1, 10_000) as usize,
-        fetch_size: p.within("WORKER_FETCH_SIZE", 1, 10_000) as usize,
-        max_held_documents: p.within("WORKER_MAX_HELD_DOCUMENTS", 1, 1_000_000) as usize,
-        max_held_bytes: p.within("WORKER_MAX_HELD_BYTES", 1 << 20, 1 << 34) as usize,
-        poll_interval: p.millis("WORKER_POLL_INTERVAL_MS", 10, 10_000),
-        claim_idle: p.millis("WORKER_CLAIM_IDLE_MS", 1_000, 3_600_000),
-        max_attempts: p.within("MAX_ATTEMPTS", 1, 1_000) as u32,
-        refusal_grace: p.millis("S3_REFUSAL_GRACE_MS", 0, 86_400_000),
-        liveness_ttl: p.millis("LIVENESS_TTL_MS", 1_000, 600_000),
-        dedup_window: p.millis("DEDUP_WINDOW_MS", 0, 604_800_000),
-        output_compression: p.choice(
-            "OUTPUT_COMPRESSION",
-            &[("gzip", Compression::Gzip), ("zstd", Compression::Zstd)],
-            Compression::Gzip,
-        ),
-    };
-    let worker_role = role == Role::Worker;
-    if worker_role && worker.claim_idle < worker.poll_interval * 3 {
+    let role = p.needs().role;
+    if role == Some(Role::Worker) && worker.claim_idle < worker.poll_interval * 3 {
         p.problem(
             "WORKER_CLAIM_IDLE_MS",
             format!(
@@ -528,7 +474,7 @@ fn build(
             ),
         );
     }
-    if worker_role && worker.claim_idle <= redis.timeout * 3 {
+    if role == Some(Role::Worker) && worker.claim_idle <= redis.timeout * 3 {
         p.problem(
             "WORKER_CLAIM_IDLE_MS",
             format!(
@@ -537,7 +483,7 @@ fn build(
             ),
         );
     }
-    if role == Role::Web && web.max_inflight_bytes < web.max_body_bytes {
+    if role == Some(Role::Web) && web.max_inflight_bytes < web.max_body_bytes {
         p.problem(
             "MAX_INFLIGHT_BYTES",
             format!(
@@ -556,14 +502,7 @@ fn build(
         );
     }
     p.finish()?;
-    Ok(Settings {
-        config_url,
-        telemetry,
-        redis,
-        shutdown_grace,
-        web,
-        worker: (!bucket.is_empty()).then_some(worker),
-    })
+    Ok(settings)
 }
 
 #[cfg(test)]

@@ -115,9 +115,10 @@ impl WebApp {
             web.heartbeat_cache,
             Arc::clone(&metrics),
         );
-        let debug = web.debug_view.clone().map(|view| {
+        let debug = web.debug_view.enabled().map(|token| {
             Arc::new(DebugView::new(
-                view,
+                web.debug_view.clone(),
+                token.clone(),
                 conn.clone(),
                 settings.redis.timeout * 2,
                 Arc::clone(&metrics),

@@ -31,8 +31,6 @@ pub struct CanaryReport {
 /// Why the canary failed, worded for a deploy pipeline's log.
 #[derive(Debug, thiserror::Error)]
 pub enum CanaryError {
-    #[error("the canary needs S3 settings: set S3_BUCKET (and the worker's credentials)")]
-    MissingS3Settings,
     #[error("submitting to {url} failed: {detail}")]
     Submit { url: String, detail: String },
     #[error("the web role answered {status} to {url}: {body}")]
@@ -58,10 +56,7 @@ pub async fn run(
     url: &str,
     timeout: Duration,
 ) -> Result<CanaryReport, CanaryError> {
-    let ws = settings
-        .worker
-        .as_ref()
-        .ok_or(CanaryError::MissingS3Settings)?;
+    let ws = &settings.worker;
     let sink = S3Sink::new(&ws.s3).await;
     let doc_id = uuid::Uuid::new_v4().to_string();
     let body = format!("{{\"canary\":\"{doc_id}\"}}");

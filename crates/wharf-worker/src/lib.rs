@@ -41,8 +41,6 @@ use crate::stop::Stop;
 /// Errors that stop the worker role.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("the worker needs S3 settings: set S3_BUCKET")]
-    MissingS3Settings,
     #[error("queue: {0}")]
     Queue(#[from] wharf_queue::QueueError),
 }
@@ -93,10 +91,7 @@ async fn supervise(
     metrics: Arc<StatsdClient>,
     stop: Stop,
 ) -> Result<(), WorkerError> {
-    let ws = settings
-        .worker
-        .clone()
-        .ok_or(WorkerError::MissingS3Settings)?;
+    let ws = settings.worker.clone();
     let conn = wharf_queue::connect(&settings.redis)?;
     let sink = S3Sink::new(&ws.s3).await;
     let mut probe = conn.clone();

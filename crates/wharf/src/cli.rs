@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use wharf_settings::{Role, Settings};
+use wharf_settings::{Needs, Role, Settings};
 
 /// Wharf accepts documents over HTTP (Mozilla's edge-server specification), queues them in Redis
 /// and lands them in S3 as gzip NDJSON. One binary, two roles: `web` (the default) and `worker`.
@@ -86,7 +86,25 @@ pub struct ConfigArgs {
     /// Which role's requirements to validate against.
     #[arg(long, value_enum, default_value_t = ConfigRole::Web)]
     pub role: ConfigRole,
+    /// Print every variable instead (name, role, default, bounds, meaning), as a Markdown table:
+    /// the README's configuration table.
+    #[arg(long)]
+    pub list: bool,
 }
+
+/// `wharf canary` and `wharf landed`: S3 (with the worker's settings), and no Redis.
+pub const CANARY_NEEDS: Needs = Needs {
+    redis: false,
+    s3: true,
+    role: None,
+};
+
+/// `wharf redrive` and the worker's `wharf check`: Redis only.
+pub const REDIS_TOOL_NEEDS: Needs = Needs {
+    redis: true,
+    s3: false,
+    role: None,
+};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ConfigRole {
@@ -126,7 +144,7 @@ pub fn check(args: CheckArgs) -> ExitCode {
 /// One GET of `/__lbheartbeat__`, which touches no backing service.
 fn check_web(url: Option<String>, timeout: Duration) -> Result<(), String> {
     let base = url.unwrap_or_else(|| {
-        let port = wharf_settings::from_env(Role::Inspect)
+        let port = wharf_settings::from_env(Needs::NOTHING)
             .map(|s| s.web.port)
             .unwrap_or(8000);
         format!("http://127.0.0.1:{port}")
@@ -147,7 +165,7 @@ fn check_web(url: Option<String>, timeout: Duration) -> Result<(), String> {
 /// Whether this worker process has a fresh liveness record in Redis (the worker refreshes it
 /// every third of LIVENESS_TTL_MS, so a stuck or disconnected worker turns unhealthy).
 fn check_worker(pid: u32, timeout: Duration) -> Result<(), String> {
-    let settings = wharf_settings::from_env(Role::RedisTool).map_err(|e| e.to_string())?;
+    let settings = wharf_settings::from_env(REDIS_TOOL_NEEDS).map_err(|e| e.to_string())?;
     let prefix = wharf_worker::naming::process_prefix(pid);
     let live = wharf_queue::liveness::is_live_blocking(&settings.redis, &prefix, timeout)
         .map_err(|e| format!("cannot read the liveness records from Redis: {e}"))?;
@@ -170,13 +188,28 @@ fn pid1_is_worker() -> bool {
         .unwrap_or(false)
 }
 
+/// `wharf config --list`: every variable the settings declare, as the README's table.
+pub fn print_variables() -> ExitCode {
+    emit(&wharf_settings::catalog::markdown_table())
+}
+
 /// `wharf config`: the effective configuration, secrets redacted.
 pub fn print_config(settings: &Settings) -> ExitCode {
     match serde_json::to_string_pretty(settings) {
-        Ok(text) => {
-            println!("{text}");
-            ExitCode::SUCCESS
+        Ok(text) => emit(&format!("{text}\n")),
+        Err(e) => {
+            eprintln!("wharf config: {e}");
+            ExitCode::FAILURE
         }
+    }
+}
+
+/// Writes `text` to stdout; a reader that stops early (`wharf config | head`) is no failure.
+fn emit(text: &str) -> ExitCode {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("wharf config: {e}");
             ExitCode::FAILURE

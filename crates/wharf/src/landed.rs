@@ -19,8 +19,6 @@ pub struct Request {
 /// Why `wharf landed` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LandedError {
-    #[error("wharf landed needs S3 settings: set S3_BUCKET (and the worker's credentials)")]
-    MissingS3Settings,
     #[error(transparent)]
     S3(#[from] objects::ObjectsError),
     #[error("{0} object(s) could not be read")]
@@ -31,10 +29,7 @@ pub enum LandedError {
 
 /// Lists, reads and prints; stdout gets the report, one object at a time.
 pub async fn run(settings: &Settings, request: &Request) -> Result<(), LandedError> {
-    let ws = settings
-        .worker
-        .as_ref()
-        .ok_or(LandedError::MissingS3Settings)?;
+    let ws = &settings.worker;
     let sink = S3Sink::new(&ws.s3).await;
     let prefix = format!("{}{}", sink.prefix(), request.prefix);
     let listed = objects::list(sink.client(), sink.bucket(), &prefix).await?;

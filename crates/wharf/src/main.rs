@@ -14,7 +14,7 @@ use std::process::ExitCode;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use clap::Parser;
-use wharf_settings::{ConfigError, Role, Settings};
+use wharf_settings::{ConfigError, Needs, Role, Settings};
 
 use crate::cli::{Cli, Command};
 
@@ -26,22 +26,29 @@ fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Web);
     match command {
         Command::Check(args) => cli::check(args),
-        Command::Config(args) => match load(args.role.into()) {
+        Command::Config(args) if args.list => cli::print_variables(),
+        Command::Config(args) => match load(Role::from(args.role).into()) {
             Ok(settings) => cli::print_config(&settings),
             Err(code) => code,
         },
-        Command::Web => run_role(Role::Web, "web", |settings, metrics| async move {
+        Command::Web => run_role(Role::Web.into(), "web", |settings, metrics| async move {
             let app = wharf_web::WebApp::build(&settings, metrics).await?;
             tracing::info!(type = "web.start", addr = %app.local_addr()?, "wharf web listening");
             app.run_until_stopped(signals::terminated()).await?;
             Ok(())
         }),
-        Command::Worker => run_role(Role::Worker, "worker", |settings, metrics| async move {
-            wharf_worker::run(settings, metrics, signals::terminated()).await?;
-            Ok(())
-        }),
-        Command::Canary(args) => {
-            run_role(Role::Canary, "canary", |settings, _metrics| async move {
+        Command::Worker => run_role(
+            Role::Worker.into(),
+            "worker",
+            |settings, metrics| async move {
+                wharf_worker::run(settings, metrics, signals::terminated()).await?;
+                Ok(())
+            },
+        ),
+        Command::Canary(args) => run_role(
+            cli::CANARY_NEEDS,
+            "canary",
+            |settings, _metrics| async move {
                 let timeout = std::time::Duration::from_secs(args.timeout);
                 let report = wharf_worker::canary::run(&settings, &args.url, timeout).await?;
                 tracing::info!(type = "canary", doc_id = %report.doc_id, object = %report.object_key, elapsed_ms = report.elapsed.as_millis() as u64, "canary landed in S3");
@@ -50,11 +57,11 @@ fn main() -> ExitCode {
                     report.doc_id, report.object_key, report.elapsed
                 );
                 Ok(())
-            })
-        }
+            },
+        ),
         Command::Landed(args) => landed(args),
         Command::Redrive => run_role(
-            Role::RedisTool,
+            cli::REDIS_TOOL_NEEDS,
             "redrive",
             |settings, _metrics| async move {
                 let moved = wharf_worker::redrive(&settings).await?;
@@ -69,7 +76,7 @@ fn main() -> ExitCode {
 /// `wharf landed`: an operator's read-only look at S3. No telemetry, so stdout holds only the
 /// report and nothing is sent to Sentry or StatsD.
 fn landed(args: cli::LandedArgs) -> ExitCode {
-    let settings = match load(Role::Canary) {
+    let settings = match load(cli::CANARY_NEEDS) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -101,21 +108,21 @@ fn landed(args: cli::LandedArgs) -> ExitCode {
     }
 }
 
-/// Loads settings for `role`; on error prints every problem to stderr and returns exit code 2.
-fn load(role: Role) -> Result<Settings, ExitCode> {
-    wharf_settings::from_env(role).map_err(|e: ConfigError| {
+/// Loads what `needs` asks for; on error prints every problem to stderr and returns exit code 2.
+fn load(needs: Needs) -> Result<Settings, ExitCode> {
+    wharf_settings::from_env(needs).map_err(|e: ConfigError| {
         eprintln!("wharf: {e}");
         ExitCode::from(EXIT_MISCONFIGURED)
     })
 }
 
 /// Loads settings, starts telemetry and a tokio runtime, and runs `body` to completion.
-fn run_role<F, Fut>(role: Role, name: &'static str, body: F) -> ExitCode
+fn run_role<F, Fut>(needs: Needs, name: &'static str, body: F) -> ExitCode
 where
     F: FnOnce(Settings, wharf_telemetry::StatsdClient) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let settings = match load(role) {
+    let settings = match load(needs) {
         Ok(s) => s,
         Err(code) => return code,
     };

@@ -139,14 +139,7 @@ async fn landed_lists_the_newest_objects_and_decodes_their_documents() {
     .unwrap_or_else(|e| panic!("line: {e}"));
     aws_env();
     let sink_settings = settings(&vars);
-    let sink = wharf_worker::sink::S3Sink::new(
-        &sink_settings
-            .worker
-            .as_ref()
-            .unwrap_or_else(|| panic!("worker settings"))
-            .s3,
-    )
-    .await;
+    let sink = wharf_worker::sink::S3Sink::new(&sink_settings.worker.s3).await;
     for (key, body) in [
         (
             manual_key.clone(),

@@ -20,7 +20,7 @@ async fn sigkill_mid_batch_then_second_worker_lands_everything() {
     let s3 = S3Server::start(BUCKET);
     let vars = shipped_env(redis.port(), &s3, &[("BATCH_MAX_DOCUMENTS", "10")]);
     let settings = settings(&vars);
-    let shipped = settings.worker.as_ref().unwrap();
+    let shipped = &settings.worker;
     eprintln!(
         "SIGKILL: shipped WORKER_CLAIM_IDLE_MS {:?}, BATCH_MAX_AGE_MS {:?}",
         shipped.claim_idle, shipped.batch_max_age

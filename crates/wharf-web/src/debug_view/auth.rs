@@ -18,7 +18,7 @@ pub const COOKIE: &str = "wharf_debug";
 
 /// Whether the request carries the token (as a bearer token) or the cookie derived from it.
 pub fn authorized(view: &DebugView, headers: &HeaderMap) -> bool {
-    let token = view.settings.token.expose().as_bytes();
+    let token = view.token.expose().as_bytes();
     let bearer = headers
         .get_all(header::AUTHORIZATION)
         .iter()
@@ -100,10 +100,7 @@ pub async fn login(
         }
         Err(_) => return unauthorized_page(Some("Send the token from the form.")),
     };
-    if !constant_time_eq(
-        login.token.as_bytes(),
-        view.settings.token.expose().as_bytes(),
-    ) {
+    if !constant_time_eq(login.token.as_bytes(), view.token.expose().as_bytes()) {
         return unauthorized_page(Some("That token is not the debug view's token."));
     }
     let cookie = format!(

@@ -28,7 +28,7 @@ use cadence::StatsdClient;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use wharf_queue::Redis;
-use wharf_settings::DebugViewSettings;
+use wharf_settings::{DebugViewSettings, Secret};
 
 pub use body::{decode, BodyView, MAX_DECODED_BYTES};
 pub use keep::{DebugCopy, MAX_KEPT_BODY_BYTES};
@@ -59,6 +59,8 @@ pub fn is_valid_tag(tag: &str) -> bool {
 /// The debug view's settings, its Redis connection and the bound on its writes.
 pub struct DebugView {
     settings: DebugViewSettings,
+    /// `DEBUG_VIEW_TOKEN`: the view exists only when it is set.
+    token: Secret,
     conn: Redis,
     /// The `wharf_debug` cookie's value: derived from the token, so the cookie never holds the
     /// token itself, and rotating the token signs everyone out.
@@ -74,13 +76,15 @@ impl DebugView {
     /// never awaited by a submission.
     pub fn new(
         settings: DebugViewSettings,
+        token: Secret,
         conn: Redis,
         redis_timeout: Duration,
         metrics: Arc<StatsdClient>,
     ) -> Self {
-        let cookie_value = cookie_value(settings.token.expose());
+        let cookie_value = cookie_value(token.expose());
         Self {
             settings,
+            token,
             conn,
             cookie_value,
             writes: Arc::new(Semaphore::new(MAX_WRITES_IN_FLIGHT)),
