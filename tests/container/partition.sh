@@ -195,7 +195,12 @@ live() { rcli ZRANGEBYSCORE wharf:workers:live "$(($(date +%s) * 1000))" +inf | 
 s3_objects() { docker exec "$P-s3" find /data -path "*/$DOC_PATH/*" -name '*.ndjson.gz' | grep -c . ; }
 s3_objects_at_least() { [ "$(s3_objects)" -ge "$1" ]; }
 in_log() { docker logs "$1" 2>&1 | grep -qF "$2"; }
-reaches_redis() { docker exec "$P-worker-a" timeout 2 bash -c "exec 3<>/dev/tcp/$REDIS_IP/6379"; }
+# TCP from worker A's network namespace: the wharf image has no shell, so the probe runs in a
+# devtools container joined to A's network (--network container:)
+reaches_redis() {
+    docker run --rm --label "$LABEL" --name "$P-probe" --network "container:$P-worker-a" "$DEVTOOLS_IMAGE" \
+        timeout 2 bash -c "exec 3<>/dev/tcp/$REDIS_IP/6379"
+}
 # landed_ids: the docId of every line in S3 under $NS/, one a line, sorted (`wharf landed
 # --decode` prints each document's uri); the listing itself goes to /tmp/$P-landed.txt
 landed_ids() {

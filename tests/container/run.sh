@@ -223,6 +223,29 @@ meta=$(inspect '{{.Config.User}}|{{json .Config.Entrypoint}}|{{json .Config.Cmd}
 expect='10001:10001|["/app/wharf"]|["web"]|{"8000/tcp":{}}|["CMD","/app/wharf","check"]|'"$COMMIT"
 if [ "$meta" = "$expect" ]; then ok "image config: user, entrypoint, cmd, port, healthcheck, revision label"; else bad "image config: got $meta want $expect"; fi
 
+# FROM scratch: the binary, version.json, the CA bundle, passwd/group/nsswitch.conf, the shared
+# libraries the binary links, an empty /tmp; no shell, no package manager.
+image_files() {
+    local cid rc=0
+    cid=$(docker create --label "wharf-ci-run=$RUN_ID" "$IMAGE") || return 1
+    # less what the engine adds to every container (.dockerenv, /dev, /etc/hosts, ...)
+    docker export "$cid" | tar -t | sed 's#^\./##' | sort \
+        | grep -vE '^(\.dockerenv|dev/.*|proc/.*|sys/.*|etc/(hostname|hosts|resolv\.conf|mtab))$' || rc=1
+    docker rm -v "$cid" >/dev/null
+    return $rc
+}
+files=$(image_files)
+missing=""
+for f in app/wharf app/version.json etc/ssl/certs/ca-certificates.crt etc/passwd etc/group etc/nsswitch.conf tmp/; do
+    grep -qxF "$f" <<<"$files" || missing="$missing $f"
+done
+shells=$(grep -E '(^|/)(sh|bash|dash|busybox|apt-get|dpkg)$' <<<"$files" | tr '\n' ' ')
+if [ -n "$files" ] && [ -z "$missing" ] && [ -z "$shells" ]; then
+    ok "image is FROM scratch: $(grep -vc '/$' <<<"$files") files ($(grep -E '\.so' <<<"$files" | sed 's#.*/##' | paste -sd ' ')), no shell"
+else
+    bad "image files: missing:${missing:- none}; shell or package manager: ${shells:-none}"
+fi
+
 # ------------------------------------------------------------------ docker run
 RUN=(docker run -d --label "wharf-ci-run=$RUN_ID" --network "$NET")
 SVC_ENV=(-e REDIS_HOST=redis -e S3_BUCKET=wharf -e S3_ENDPOINT_URL=http://s3:9000 -e AWS_REGION=us-east-1
@@ -272,7 +295,9 @@ web_checks() {
     else
         bad "docker run IMAGE: /__lbheartbeat__ did not answer"; docker logs "$cid" 2>&1 | tail -20; return 1
     fi
-    uid=$(docker exec "$cid" sh -c 'awk "/^Uid:/{print \$2}" /proc/1/status; tr "\0" " " < /proc/1/cmdline')
+    # the image has no shell: read its PID 1 from a devtools container sharing its PID namespace
+    uid=$(docker run --rm --label "wharf-ci-run=$RUN_ID" --pid "container:$cid" "$DEVTOOLS_IMAGE" \
+        sh -c 'awk "/^Uid:/{print \$2}" /proc/1/status; tr "\0" " " < /proc/1/cmdline')
     if [ "$(echo "$uid" | tr '\n' ' ')" = "10001 /app/wharf web  " ]; then
         ok "PID 1 is /app/wharf web, uid 10001"
     else
