@@ -1,8 +1,19 @@
 //! A tracing layer that writes each event as one MozLog JSON line on stdout.
 //!
 //! Format (Dockerflow's mozlog.md): `Timestamp` (ns), `Type`, `Logger`, `Hostname`, `EnvVersion`
-//! "2.0", `Severity` (syslog level), `Pid`, and flat `Fields`. An event's `type` field becomes
-//! `Type` (dotted names such as `request.summary`); without one, the event's target is used.
+//! "2.0", `Severity` (syslog level), `Pid`, and flat `Fields`.
+//!
+//! `Type` is what dashboards and alerts select lines by, so it must not change when a dependency
+//! moves a module (docs/operations.md, "Logging"):
+//! - an event's `type` field becomes `Type` (dotted names such as `request.summary`); every event
+//!   Wharf's own code raises has one;
+//! - an event from a library gets `lib.<family>`, the family being the first word of its crate's
+//!   name (`aws_smithy_runtime` and `aws_sdk_s3` give `lib.aws`, `apalis_core` gives
+//!   `lib.apalis`, `hyper_util` gives `lib.hyper`), and its module path moves to the `target`
+//!   field. Records of crates that log through the `log` crate (redis, rustls) arrive with the
+//!   target `log` and their own in a `log.target` field, which is used instead;
+//! - an event of Wharf's own without a `type` keeps its module path, which points at the call
+//!   site to fix.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -44,13 +55,24 @@ where
     fn render(&self, event: &Event<'_>, scratch: &mut Scratch) {
         let Scratch { line, fields } = scratch;
         fields.clear();
+        let target = event.metadata().target();
+        let own = is_own(target);
         let mut visitor = FieldWriter {
             out: fields,
+            takes_type: own,
             kind: None,
+            log_target: None,
             empty: true,
         };
         event.record(&mut visitor);
-        let kind = visitor.kind;
+        let kind = if own {
+            visitor.kind
+        } else if let (LOG_TARGET, Some(origin)) = (target, &visitor.log_target) {
+            Some(library_type(origin))
+        } else {
+            visitor.put_str("target", target);
+            Some(library_type(target))
+        };
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -62,7 +84,7 @@ where
         line.extend_from_slice(b",\"Type\":");
         match &kind {
             Some(kind) => push_json(line, kind),
-            None => push_json(line, event.metadata().target()),
+            None => push_json(line, target),
         }
         line.extend_from_slice(b",\"Logger\":");
         push_json(line, &self.logger);
@@ -129,6 +151,31 @@ where
     }
 }
 
+/// The target `tracing-log` gives records of the `log` crate; their own is in [`LOG_TARGET_FIELD`].
+const LOG_TARGET: &str = "log";
+const LOG_TARGET_FIELD: &str = "log.target";
+
+/// Whether `target` is in one of Wharf's crates (`wharf`, `wharf_web`, ...).
+fn is_own(target: &str) -> bool {
+    let krate = target.split("::").next().unwrap_or_default();
+    krate == "wharf" || krate.starts_with("wharf_")
+}
+
+/// `lib.<family>` for an event a library raised at `target`.
+///
+/// The family is the first word of the crate name, so one dependency split over several crates
+/// (aws_config, aws_runtime, aws_smithy_*, aws_sdk_*) is one Type, and a Type survives the
+/// library moving code between its modules or crates.
+fn library_type(target: &str) -> String {
+    let krate = target.split("::").next().unwrap_or_default();
+    let family = krate
+        .split(['_', '-', '.'])
+        .next()
+        .filter(|f| !f.is_empty())
+        .unwrap_or("unknown");
+    format!("lib.{}", family.to_ascii_lowercase())
+}
+
 /// Syslog severities, as MozLog wants them.
 fn severity(level: Level) -> u8 {
     match level {
@@ -139,17 +186,19 @@ fn severity(level: Level) -> u8 {
     }
 }
 
-/// This host's name, the one every log line's `Hostname` and every worker name carry: the
-/// kernel's (a container's or pod's own name), else `HOSTNAME`, else `unknown`.
+/// This host's name, the one every log line's `Hostname` and every worker name carry:
+/// `HOSTNAME` (the pod's name under Kubernetes, the container's under Docker, and what a test
+/// sets), else the kernel's, else `unknown`.
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+    std::env::var("HOSTNAME")
         .ok()
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .or_else(|| {
-            std::env::var("HOSTNAME")
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .ok()
-                .filter(|h| !h.trim().is_empty())
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
         })
         .unwrap_or_else(|| "unknown".into())
 }
@@ -157,8 +206,13 @@ pub fn hostname() -> String {
 /// Writes an event's fields as the members of one flat JSON object (MozLog forbids nesting).
 struct FieldWriter<'a> {
     out: &'a mut Vec<u8>,
-    /// The event's `type` field, which becomes the line's `Type` rather than a field.
+    /// Whether a `type` field becomes the line's `Type` rather than a field: only Wharf's own
+    /// events name their Type; a library's `type` field means whatever that library meant.
+    takes_type: bool,
+    /// The event's `type` field, when it is taken.
     kind: Option<String>,
+    /// The `log` crate's target of a record `tracing-log` forwarded (still written as a field).
+    log_target: Option<String>,
     empty: bool,
 }
 
@@ -168,6 +222,10 @@ impl FieldWriter<'_> {
             "message" => "msg",
             other => other,
         };
+        self.name(name);
+    }
+
+    fn name(&mut self, name: &str) {
         if !self.empty {
             self.out.push(b',');
         }
@@ -180,11 +238,17 @@ impl FieldWriter<'_> {
         self.key(field);
         push_json(self.out, value);
     }
+
+    /// A field the layer adds itself, after the event's own.
+    fn put_str(&mut self, name: &str, value: &str) {
+        self.name(name);
+        push_json(self.out, value);
+    }
 }
 
 impl Visit for FieldWriter<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "type" {
+        if self.takes_type && field.name() == "type" {
             self.kind = Some(format!("{value:?}"));
             return;
         }
@@ -192,9 +256,12 @@ impl Visit for FieldWriter<'_> {
         push_json(self.out, &format_args!("{value:?}"));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "type" {
+        if self.takes_type && field.name() == "type" {
             self.kind = Some(value.to_string());
             return;
+        }
+        if !self.takes_type && field.name() == LOG_TARGET_FIELD {
+            self.log_target = Some(value.to_string());
         }
         self.put(field, value);
     }
@@ -282,5 +349,60 @@ mod tests {
         assert_eq!(fields["ok"], true);
         assert_eq!(fields["ratio"], Value::Null);
         assert_eq!(lines[2]["Severity"], 4);
+    }
+
+    /// Lines written while `f` runs, parsed.
+    fn capture(f: impl FnOnce()) -> Vec<Value> {
+        let buffer = Buffer::default();
+        let sink = buffer.clone();
+        let layer = MozLogLayer::new("wharf", "worker", move || sink.clone());
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), f);
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn library_events_get_a_stable_type_and_own_events_their_own() {
+        static LOG_BRIDGE: std::sync::Once = std::sync::Once::new();
+        // What `tracing_subscriber`'s `try_init` installs in the binary; once per process.
+        LOG_BRIDGE.call_once(|| tracing_log::LogTracer::init().unwrap());
+        let lines = capture(|| {
+            tracing::info!(target: "wharf_worker::startup", type = "startup.s3", dependency = "s3", "S3 is available again");
+            tracing::debug!(target: "apalis_core::worker::context", "worker started");
+            tracing::debug!(target: "aws_smithy_runtime::client::orchestrator", type = "request", "send");
+            tracing::trace!(target: "aws_runtime::env_config::source", "config file not found");
+            tracing::debug!(target: "hyper_util::client::legacy::pool", "pooling idle connection");
+            log::warn!(target: "redis::aio::connection_manager", "reconnecting");
+        });
+        let types: Vec<&str> = lines.iter().map(|l| l["Type"].as_str().unwrap()).collect();
+        assert_eq!(
+            types,
+            [
+                "startup.s3",
+                "lib.apalis",
+                "lib.aws",
+                "lib.aws",
+                "lib.hyper",
+                "lib.redis"
+            ]
+        );
+        let own = &lines[0]["Fields"];
+        assert_eq!(own["dependency"], "s3");
+        assert!(
+            own.get("type").is_none() && own.get("target").is_none(),
+            "{own}"
+        );
+        // The module path is still there to search by, just not in Type.
+        assert_eq!(lines[1]["Fields"]["target"], "apalis_core::worker::context");
+        // A library's own `type` field is its business, not the line's Type.
+        assert_eq!(lines[2]["Fields"]["type"], "request");
+        assert_eq!(
+            lines[5]["Fields"]["log.target"],
+            "redis::aio::connection_manager"
+        );
+        assert_eq!(lines[5]["Fields"]["msg"], "reconnecting");
+        assert_eq!(lines[5]["Severity"], 4);
     }
 }

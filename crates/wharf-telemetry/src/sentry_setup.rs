@@ -1,4 +1,23 @@
 //! Sentry client set-up: release and environment, panics captured, personal data scrubbed before sending, and nothing that can stall a request when Sentry is slow or gone.
+//!
+//! What an event may say about a request passes two filters (`send_default_pii` is off):
+//!
+//! 1. sentry-tower's `SentryHttpLayer`, which wraps the Dockerflow routes only (`/submit` goes
+//!    without, crates/wharf-web/src/lib.rs), puts the method, URL and headers in the event. It
+//!    drops sentry-core's deny-list of headers (`Authorization`, `Proxy-Authorization`,
+//!    `Cookie`, `Set-Cookie`, `X-Forwarded-For`, `X-Real-IP`, `X-Api-Key`) and header values
+//!    marked sensitive, and replaces a user name or password in the URL with `[Filtered]`. It
+//!    keeps every other header and the URL's query string. It fills nothing else: no cookies,
+//!    body, environment or user, and the SDK never sets a client address.
+//! 2. [`scrub`], sentry's `before_send` for every event, removes what that deny-list lets
+//!    through: every header not in [`ALLOWED_HEADERS`] (client addresses under other names such
+//!    as `Forwarded`, `True-Client-IP`, `CF-Connecting-IP`, cloud session tokens such as
+//!    `X-Amz-Security-Token`, Wharf's own `X-Error-Token`, and headers yet to be invented), and
+//!    the URL's query string and fragment (the old `?token=` form of `__error__`).
+//!
+//! Were `send_default_pii` ever turned on, the first filter would keep every header and URL
+//! credentials; the second would still let only the allow-list and no query through. The
+//! `filters_of_sentry_tower_and_of_scrub` test pins both descriptions to the code.
 
 use std::borrow::Cow;
 use std::panic::PanicHookInfo;
@@ -90,9 +109,8 @@ fn capture_panics_without_flushing(previous: Box<dyn Fn(&PanicHookInfo<'_>) + Se
     }));
 }
 
-/// Keeps only allow-listed headers, and drops the query string, cookies, body and environment
-/// of the request, and the user's address. Runs on every event, after sentry-tower's own
-/// filtering (with `send_default_pii` off), which is a deny-list.
+/// Keeps only [`ALLOWED_HEADERS`] and drops the URL's query string and fragment: what
+/// sentry-tower's own filtering (the module documentation) lets through.
 pub fn scrub(mut event: Event<'static>) -> Event<'static> {
     if let Some(request) = event.request.as_mut() {
         request
@@ -101,67 +119,140 @@ pub fn scrub(mut event: Event<'static>) -> Event<'static> {
         if let Some(url) = request.url.as_mut() {
             url.set_query(None);
             url.set_fragment(None);
-            let _ = url.set_username("");
-            let _ = url.set_password(None);
         }
-        request.query_string = None;
-        request.cookies = None;
-        request.data = None;
-        request.env.clear();
-    }
-    if let Some(user) = event.user.as_mut() {
-        user.ip_address = None;
     }
     event
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use sentry::protocol::{Request, User};
+    use std::sync::Mutex;
 
-    #[test]
-    fn scrub_keeps_only_allowed_headers_and_drops_the_query() {
-        let mut request = Request {
-            url: "http://edge.example/__error__?token=s3cret".parse().ok(),
-            query_string: Some("token=s3cret".into()),
-            ..Default::default()
-        };
+    use super::*;
+    use sentry::{ClientOptions, Envelope, Hub, Scope};
+    use tower::{Layer, Service};
+
+    /// Keeps the events a client sends.
+    struct Captured(Mutex<Vec<Event<'static>>>);
+
+    impl Transport for Captured {
+        fn send_envelope(&self, envelope: Envelope) {
+            if let (Some(event), Ok(mut events)) = (envelope.event(), self.0.lock()) {
+                events.push(event.clone());
+            }
+        }
+    }
+
+    /// The event a request to the Dockerflow routes raises, as sentry-tower's layer (pii off)
+    /// records it, with `before_send` applied.
+    fn event_for(
+        request: http::Request<()>,
+        before_send: Option<fn(Event<'static>) -> Event<'static>>,
+    ) -> Event<'static> {
+        let captured = Arc::new(Captured(Mutex::new(Vec::new())));
+        let transport = Arc::clone(&captured);
+        let mut options = ClientOptions::new()
+            .dsn("https://public@sentry.invalid/1")
+            .send_default_pii(false)
+            .transport(move |_: &ClientOptions| Arc::clone(&transport) as Arc<dyn Transport>);
+        if let Some(before_send) = before_send {
+            options = options.before_send(move |event| Some(before_send(event)));
+        }
+        let client = Arc::new(sentry::Client::from(options));
+        let hub = Arc::new(Hub::new(Some(client), Arc::new(Scope::default())));
+        Hub::run(hub, || {
+            let mut service = sentry::integrations::tower::SentryHttpLayer::new().layer(
+                tower::service_fn(|_: http::Request<()>| async {
+                    sentry::capture_message("test error for Sentry", sentry::Level::Error);
+                    Ok::<_, std::convert::Infallible>(http::Response::new(()))
+                }),
+            );
+            futures::executor::block_on(service.call(request)).unwrap();
+        });
+        let mut events = captured.0.lock().unwrap();
+        assert_eq!(events.len(), 1);
+        events.pop().unwrap()
+    }
+
+    fn hostile_request() -> http::Request<()> {
+        let mut request = http::Request::get("http://edge.example/__error__?token=s3cret");
         for (k, v) in [
             ("Authorization", "Bearer t"),
+            ("Proxy-Authorization", "Basic t"),
             ("Cookie", "a=b"),
-            ("X-Forwarded-For", "1.2.3.4"),
-            ("True-Client-IP", "1.2.3.4"),
-            ("X-Client-IP", "1.2.3.4"),
-            ("CF-Connecting-IP", "1.2.3.4"),
+            ("X-Forwarded-For", "192.0.2.1"),
+            ("X-Real-IP", "192.0.2.2"),
+            ("X-Api-Key", "k"),
+            ("Forwarded", "for=192.0.2.3"),
+            ("True-Client-IP", "192.0.2.4"),
+            ("X-Client-IP", "192.0.2.5"),
+            ("CF-Connecting-IP", "192.0.2.6"),
             ("X-Amz-Security-Token", "t"),
             ("X-Error-Token", "s3cret"),
             ("User-Agent", "pingsender/1.0"),
+            ("Content-Type", "application/json"),
         ] {
-            request.headers.insert(k.into(), v.into());
+            request = request.header(k, v);
         }
-        request.env.insert("REMOTE_ADDR".into(), "1.2.3.4".into());
-        let event = Event {
-            request: Some(request),
-            user: Some(User {
-                ip_address: Some(sentry::protocol::IpAddress::Auto),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let clean = scrub(event);
-        let request = clean.request.unwrap();
+        request.body(()).unwrap()
+    }
+
+    fn header_names(event: &Event<'static>) -> Vec<String> {
+        let request = event.request.as_ref().unwrap();
+        let mut names: Vec<String> = request.headers.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn filters_of_sentry_tower_and_of_scrub() {
+        // sentry-tower alone: its deny-list goes, every other header and the query stay.
+        let tower_only = event_for(hostile_request(), None);
         assert_eq!(
-            request.headers.keys().collect::<Vec<_>>(),
-            ["User-Agent"],
-            "only allow-listed headers stay"
+            header_names(&tower_only),
+            [
+                "cf-connecting-ip",
+                "content-type",
+                "forwarded",
+                "true-client-ip",
+                "user-agent",
+                "x-amz-security-token",
+                "x-client-ip",
+                "x-error-token",
+            ],
+            "sentry-tower's filtering changed: update the module documentation"
         );
+        let request = tower_only.request.as_ref().unwrap();
+        assert_eq!(request.url.as_ref().unwrap().query(), Some("token=s3cret"));
+        assert!(request.query_string.is_none() && request.cookies.is_none());
+        assert!(request.data.is_none() && request.env.is_empty());
+        assert!(tower_only.user.is_none(), "the SDK sets no user or address");
+
+        // With scrub: the allow-list and no query.
+        let sent = event_for(hostile_request(), Some(scrub));
+        assert_eq!(header_names(&sent), ["content-type", "user-agent"]);
         assert_eq!(
-            request.url.unwrap().as_str(),
+            sent.request
+                .as_ref()
+                .unwrap()
+                .url
+                .as_ref()
+                .unwrap()
+                .as_str(),
             "http://edge.example/__error__"
         );
-        assert!(request.query_string.is_none());
-        assert!(request.env.is_empty());
-        assert!(clean.user.unwrap().ip_address.is_none());
+    }
+
+    #[test]
+    fn url_credentials_are_filtered_by_sentry_tower() {
+        let request = http::Request::get("http://user:pass@edge.example/__error__")
+            .body(())
+            .unwrap();
+        let sent = event_for(request, Some(scrub));
+        let url = sent.request.unwrap().url.unwrap();
+        assert_eq!(
+            (url.username(), url.password()),
+            ("%5BFiltered%5D", Some("%5BFiltered%5D"))
+        );
     }
 }

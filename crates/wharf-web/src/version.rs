@@ -2,6 +2,16 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The repository URL, from the workspace's `[workspace.package]`.
+const SOURCE: &str = env!("CARGO_PKG_REPOSITORY");
+
+// Cargo leaves the variable empty, rather than failing, in a crate whose manifest does not take
+// `repository` from the workspace; `__version__` would then serve `"source": ""`.
+const _: () = assert!(
+    !SOURCE.is_empty(),
+    "wharf-web's Cargo.toml needs `repository.workspace = true`"
+);
+
 /// The fields Dockerflow's version object requires.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct VersionInfo {
@@ -15,7 +25,7 @@ impl VersionInfo {
     /// Values known at compile time: the crate version and the git commit when the build could read it.
     pub fn compiled() -> Self {
         Self {
-            source: env!("CARGO_PKG_REPOSITORY").to_string(),
+            source: SOURCE.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             commit: option_env!("WHARF_GIT_COMMIT")
                 .unwrap_or("unknown")

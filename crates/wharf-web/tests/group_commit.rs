@@ -3,11 +3,13 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use common::spawn_app;
 use wharf_queue::enqueue::{EnqueueError, GroupCommitLimits};
-use wharf_queue::{Enqueuer, Route, Submission};
+use wharf_queue::{Enqueuer, EntryId, Route, Submission};
 use wharf_testkit::redis_server::RedisServer;
 
 fn submission(i: usize) -> Submission {
@@ -27,7 +29,7 @@ fn enqueuer(redis: &RedisServer, limits: GroupCommitLimits) -> Enqueuer {
     let vars = [
         ("REDIS_HOST".to_string(), "127.0.0.1".to_string()),
         ("REDIS_PORT".to_string(), redis.port().to_string()),
-        ("REDIS_TIMEOUT_MS".to_string(), "2000".to_string()),
+        ("REDIS_TIMEOUT_MS".to_string(), "5000".to_string()),
     ];
     let settings = wharf_settings::from_vars(wharf_settings::Role::Web, vars).unwrap();
     let conn = wharf_queue::connect(&settings.redis).unwrap();
@@ -47,13 +49,61 @@ async fn one_push_at_a_time(redis: &RedisServer) -> Enqueuer {
     enq
 }
 
-/// Holds every Redis client (the enqueuer's push included) for `ms` milliseconds.
-fn pause_redis(conn: &mut redis::Connection, ms: u64) {
+/// Holds every write to Redis (reads still answer) until [`unpause`], or `HOLD_CAP` at most, so a
+/// test that fails half-way does not leave Redis paused. Longer than any wait here, and shorter
+/// than `REDIS_TIMEOUT_MS` in [`enqueuer`], so a held push is never abandoned.
+fn pause_writes(conn: &mut redis::Connection) {
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
-        .arg(ms)
+        .arg(HOLD_CAP.as_millis() as u64)
+        .arg("WRITE")
         .query(conn)
         .unwrap();
+}
+
+const HOLD_CAP: Duration = Duration::from_secs(4);
+
+fn unpause(conn: &mut redis::Connection) {
+    let _: () = redis::cmd("CLIENT").arg("UNPAUSE").query(conn).unwrap();
+}
+
+/// Waits until Redis holds back a command of another client (a paused write shows as a
+/// blocked client): the push has been sent and cannot finish.
+async fn until_a_write_is_held(conn: &mut redis::Connection) {
+    let held = wharf_testkit::eventually(Duration::from_secs(10), || {
+        let info: String = redis::cmd("INFO").arg("clients").query(conn).unwrap();
+        let blocked = info
+            .lines()
+            .find_map(|l| l.strip_prefix("blocked_clients:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        async move { blocked >= 1 }
+    })
+    .await;
+    assert!(held, "no push reached Redis");
+}
+
+type Answer = Pin<Box<dyn Future<Output = Result<EntryId, EnqueueError>>>>;
+
+/// `enqueue_one` of each submission, each polled once: with group commit, that hands every one
+/// to the committer before this returns.
+async fn hand_over(enq: &Enqueuer, numbers: std::ops::Range<usize>) -> Vec<(usize, Answer)> {
+    let mut answers = Vec::new();
+    for i in numbers {
+        let enq = enq.clone();
+        let mut answer: Answer = Box::pin(async move { enq.enqueue_one(submission(i)).await });
+        assert!(
+            futures::poll!(answer.as_mut()).is_pending(),
+            "submission {i} answered before its push was sent"
+        );
+        answers.push((i, answer));
+    }
+    answers
+}
+
+/// Entries in the shard streams: what Redis has taken.
+fn queued_count(conn: &mut redis::Connection) -> usize {
+    common::queued_in(conn).len()
 }
 
 fn queued_doc_ids(conn: &mut redis::Connection) -> BTreeSet<String> {
@@ -70,25 +120,26 @@ async fn submissions_waiting_behind_a_push_share_the_next_one() {
     let enq = one_push_at_a_time(&redis).await;
     let before = enq.pipelines_sent();
 
-    // Hold Redis so the first push cannot finish while the other submissions arrive.
-    pause_redis(&mut conn, 500);
-    let handles: Vec<_> = (0..50)
-        .map(|i| {
-            let enq = enq.clone();
-            tokio::spawn(async move { enq.enqueue_one(submission(i)).await })
-        })
-        .collect();
+    // The first push is held in Redis, taking the only pipeline slot; the 49 others arrive
+    // while it is held.
+    pause_writes(&mut conn);
+    let mut answers = hand_over(&enq, 0..1).await;
+    until_a_write_is_held(&mut conn).await;
+    answers.extend(hand_over(&enq, 1..50).await);
+    unpause(&mut conn);
     let mut ids = BTreeSet::new();
-    for h in handles {
-        let id = h.await.unwrap().expect("every submission is acknowledged");
+    for (i, answer) in answers {
+        let id = answer
+            .await
+            .unwrap_or_else(|e| panic!("submission {i} not acknowledged: {e}"));
         ids.insert((id.shard, id.id));
     }
     assert_eq!(ids.len(), 50, "every submission gets its own entry");
 
-    let pipelines = enq.pipelines_sent() - before;
-    assert!(
-        pipelines < 50,
-        "50 concurrent submissions behind one in-flight pipeline were grouped, got {pipelines} pipelines"
+    assert_eq!(
+        enq.pipelines_sent() - before,
+        2,
+        "the held push, then one for the 49 that waited behind it"
     );
     let queued = queued_doc_ids(&mut conn);
     assert_eq!(queued.len(), 51);
@@ -97,21 +148,35 @@ async fn submissions_waiting_behind_a_push_share_the_next_one() {
     }
 }
 
+/// No answer before Redis has the entry: while Redis holds the push, nothing is answered and
+/// nothing is stored; once it lets the push through, each answer names an entry Redis has.
+/// (Answering when the push is sent rather than when Redis confirms it fails the first check.)
 #[tokio::test]
 async fn an_acknowledged_submission_is_already_in_redis() {
     let redis = RedisServer::start();
     let mut conn = redis.connection();
     let enq = enqueuer(&redis, GroupCommitLimits::default());
-    let handles: Vec<_> = (0..200)
-        .map(|i| {
-            let enq = enq.clone();
-            tokio::spawn(async move { (i, enq.enqueue_one(submission(i)).await) })
-        })
-        .collect();
-    for h in handles {
-        let (i, result) = h.await.unwrap();
+    enq.enqueue_one(submission(1000)).await.unwrap();
+
+    pause_writes(&mut conn);
+    let mut answers = hand_over(&enq, 0..200).await;
+    until_a_write_is_held(&mut conn).await;
+    for (i, answer) in &mut answers {
+        assert!(
+            futures::poll!(answer.as_mut()).is_pending(),
+            "submission {i} was answered while Redis held its push"
+        );
+    }
+    assert_eq!(
+        queued_count(&mut conn),
+        1,
+        "only the first submission is stored"
+    );
+
+    unpause(&mut conn);
+    for (i, answer) in answers {
         // The entry id the caller got is what the XADD stored the submission under.
-        let id = result.unwrap();
+        let id = answer.await.unwrap();
         let stored: Vec<redis::Value> = redis::cmd("XRANGE")
             .arg(id.shard.stream())
             .arg(&id.id)
@@ -124,7 +189,7 @@ async fn an_acknowledged_submission_is_already_in_redis() {
             "submission {i} was acknowledged before Redis had it"
         );
     }
-    assert_eq!(queued_doc_ids(&mut conn).len(), 200);
+    assert_eq!(queued_doc_ids(&mut conn).len(), 201);
 }
 
 #[tokio::test]
@@ -132,33 +197,25 @@ async fn a_failed_push_fails_every_submission_in_it() {
     let mut redis = RedisServer::start();
     let mut conn = redis.connection();
     let enq = one_push_at_a_time(&redis).await;
-    pause_redis(&mut conn, 5000);
-    let handles: Vec<_> = (0..20)
-        .map(|i| {
-            let enq = enq.clone();
-            tokio::spawn(async move { enq.enqueue_one(submission(i)).await })
-        })
-        .collect();
-    // Let every submission reach the committer, then take Redis away under the held push.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    pause_writes(&mut conn);
+    let answers = hand_over(&enq, 0..20).await;
+    // Every submission is in the push Redis holds; take Redis away under it.
+    until_a_write_is_held(&mut conn).await;
     redis.stop();
-    for h in handles {
-        let result = h.await.unwrap();
+    for (i, answer) in answers {
+        let result = answer.await;
         assert!(
             matches!(result, Err(EnqueueError::Group { .. })),
-            "expected the group push error, got {result:?}"
+            "expected the group push error for {i}, got {result:?}"
         );
     }
 
     redis.restart();
-    let mut recovered = false;
-    for _ in 0..50 {
-        if enq.enqueue_one(submission(99)).await.is_ok() {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let recovered = wharf_testkit::eventually(Duration::from_secs(10), || {
+        let enq = enq.clone();
+        async move { enq.enqueue_one(submission(99)).await.is_ok() }
+    })
+    .await;
     assert!(recovered, "the committer keeps working once Redis is back");
 }
 

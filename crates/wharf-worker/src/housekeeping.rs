@@ -15,7 +15,7 @@ pub async fn liveness_loop(mut conn: Redis, name: String, ttl: Duration) {
     loop {
         tick.tick().await;
         if let Err(e) = liveness::publish(&mut conn, &name, ttl).await {
-            tracing::debug!(error = %e, "could not publish the liveness record");
+            tracing::debug!(type = "worker.liveness", error = %e, "could not publish the liveness record");
         }
     }
 }
@@ -39,7 +39,9 @@ pub async fn gauges_loop(
                 metrics.gauge("queue.dead", stats.dead).ok();
                 metrics.gauge("workers.live", stats.live_workers).ok();
             }
-            Err(e) => tracing::debug!(error = %e, "could not sample queue statistics"),
+            Err(e) => {
+                tracing::debug!(type = "worker.gauges", error = %e, "could not sample queue statistics")
+            }
         }
     }
 }

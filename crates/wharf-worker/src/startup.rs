@@ -10,17 +10,27 @@ use crate::sink::S3Sink;
 use crate::stop::Stop;
 
 /// Tracks one dependency so that a failure is reported once (log line + Sentry event) until it recovers.
-#[derive(Default)]
 struct Dependency {
+    /// The log lines' Type: `startup.redis` as the web role's, or `startup.s3`.
+    log_type: &'static str,
     reported: Option<String>,
     ok: bool,
 }
 
 impl Dependency {
+    fn new(log_type: &'static str) -> Self {
+        Self {
+            log_type,
+            reported: None,
+            ok: false,
+        }
+    }
+
     fn failed(&mut self, name: &str, kind: &str, message: &str) {
         self.ok = false;
         if self.reported.as_deref() != Some(kind) {
             tracing::error!(
+                type = self.log_type,
                 dependency = name,
                 problem = kind,
                 "{message}; retrying with backoff"
@@ -28,6 +38,7 @@ impl Dependency {
             self.reported = Some(kind.to_string());
         } else {
             tracing::debug!(
+                type = self.log_type,
                 dependency = name,
                 problem = kind,
                 "{message}; still retrying"
@@ -37,7 +48,7 @@ impl Dependency {
 
     fn succeeded(&mut self, name: &str) {
         if self.reported.take().is_some() {
-            tracing::info!(dependency = name, "{name} is available again");
+            tracing::info!(type = self.log_type, dependency = name, "{name} is available again");
         }
         self.ok = true;
     }
@@ -53,8 +64,8 @@ pub async fn wait_for_dependencies(
     stop: &Stop,
 ) -> Result<bool, wharf_queue::QueueError> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    let mut redis_dep = Dependency::default();
-    let mut s3_dep = Dependency::default();
+    let mut redis_dep = Dependency::new("startup.redis");
+    let mut s3_dep = Dependency::new("startup.s3");
     loop {
         if !redis_dep.ok {
             let probe = match wharf_queue::connection::ping(redis).await {

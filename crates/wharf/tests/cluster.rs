@@ -35,13 +35,13 @@ async fn start_roles(
     cluster: &RedisCluster,
     s3: &S3Server,
     extra: &[(&'static str, &'static str)],
-) -> (WorkerProcess, u16, WorkerProcess) {
+) -> (WharfProcess, u16, WharfProcess) {
     let vars = cluster_env(cluster, extra);
     let refs = as_refs(&vars);
     let (web, port) = start_web(cluster.seed_port(), &refs).await;
     let mut worker_extra = refs.clone();
     worker_extra.push(("BATCH_MAX_AGE_MS", "500"));
-    let worker = WorkerProcess::spawn(&worker_env(cluster.seed_port(), s3, &worker_extra));
+    let worker = WharfProcess::spawn(&worker_env(cluster.seed_port(), s3, &worker_extra));
     (web, port, worker)
 }
 
@@ -143,7 +143,8 @@ struct LoadReport {
     on_killed: BTreeSet<usize>,
 }
 
-/// Posts from 4 clients for `run` while SIGKILLing the master of shard 0 after 2 s; with
+/// Posts from 4 clients for `run` while SIGKILLing the master of shard 0 once its shards have
+/// accepted 50 documents; with
 /// `replicas_ack` = 1 the killed node is restarted after the failover, so the promoted master
 /// has a replica to confirm writes again.
 async fn kill_a_master_under_load(
@@ -175,7 +176,22 @@ async fn kill_a_master_under_load(
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Under load: the victim's shards have taken writes before it dies.
+    let loaded = wharf_testkit::eventually(run / 2, || {
+        let accepted = answers.lock().map_or(0, |a| {
+            a.iter()
+                .filter(|(n, status, _)| {
+                    *status == Some(200) && on_victim.contains(&Shard::for_doc(&doc_id(*n), SHARDS))
+                })
+                .count()
+        });
+        async move { accepted >= 50 }
+    })
+    .await;
+    assert!(
+        loaded,
+        "the killed master's shards took no load before the kill"
+    );
     let killed_at = Instant::now();
     cluster.kill(victim);
     let failover = tokio::task::block_in_place(|| cluster.wait_for_failover(victim, LONG));
@@ -398,7 +414,7 @@ async fn every_master_is_checked_for_eviction_and_memory() {
     config_set(other, "maxmemory-policy", "allkeys-lru");
     let vars = cluster_env(&cluster, &[]);
     let refs = as_refs(&vars);
-    let mut worker = WorkerProcess::spawn(&worker_env(seed, &s3, &refs));
+    let mut worker = WharfProcess::spawn(&worker_env(seed, &s3, &refs));
     let status = worker
         .wait_exit(LONG)
         .unwrap_or_else(|| panic!("worker ran on an evicting master: {:?}", worker.output()));

@@ -14,7 +14,7 @@ use worker_support::*;
 
 /// Waits until the worker's MozLog events of one `Type` add up to `want` in `field` (logs are
 /// written in batches, so they may trail what S3 already shows); returns the sum seen last.
-async fn wait_logged_sum(process: &WorkerProcess, event_type: &str, field: &str, want: u64) -> u64 {
+async fn wait_logged_sum(process: &WharfProcess, event_type: &str, field: &str, want: u64) -> u64 {
     wharf_testkit::eventually(Duration::from_secs(10), || {
         let sum = logged_sum(process, event_type, field);
         async move { sum >= want }
@@ -24,7 +24,7 @@ async fn wait_logged_sum(process: &WorkerProcess, event_type: &str, field: &str,
 }
 
 /// The sum of one field over the worker's MozLog events of one `Type`.
-fn logged_sum(process: &WorkerProcess, event_type: &str, field: &str) -> u64 {
+fn logged_sum(process: &WharfProcess, event_type: &str, field: &str) -> u64 {
     process
         .output()
         .iter()
@@ -60,7 +60,7 @@ async fn killed_between_put_and_ack(window_ms: &str) -> (S3Server, u64) {
     let settings = settings(&vars_a);
 
     s3.set_withholding_put_answers(true);
-    let mut a = WorkerProcess::spawn(&vars_a);
+    let mut a = WharfProcess::spawn(&vars_a);
     assert!(wait_live(&redis, 1).await, "{:?}", a.output());
     let first: Vec<_> = (0..10)
         .map(|n| submission("ns", "t", "1", n, 200))
@@ -87,7 +87,7 @@ async fn killed_between_put_and_ack(window_ms: &str) -> (S3Server, u64) {
         ("BATCH_MAX_DOCUMENTS", "100"),
         ("BATCH_MAX_AGE_MS", "15000"),
     ]);
-    let mut b = WorkerProcess::spawn(&worker_env(redis.port(), &s3, &b_vars));
+    let mut b = WharfProcess::spawn(&worker_env(redis.port(), &s3, &b_vars));
     assert!(
         wait_landed(&s3, 15, LONG).await,
         "not every document landed: {:?}",
@@ -136,7 +136,7 @@ async fn without_the_ledger_the_same_crash_writes_documents_twice() {
 /// this Redis has none), yet the entry is in the stream: the case of a client retrying a
 /// submission that had in fact been stored. The client sends the same document three times,
 /// then the same docId with another body.
-async fn client_retries_after_503(window_ms: &str) -> (S3Server, WorkerProcess) {
+async fn client_retries_after_503(window_ms: &str) -> (S3Server, WharfProcess) {
     let redis = RedisServer::start();
     let s3 = S3Server::start(BUCKET);
     let (_web, port) = start_web(
@@ -156,7 +156,7 @@ async fn client_retries_after_503(window_ms: &str) -> (S3Server, WorkerProcess) 
         assert_eq!(response.status(), 503, "no replica confirms the write");
     }
     // Each submission reaches the worker in a batch of its own, as retries minutes apart would.
-    let worker = WorkerProcess::spawn(&worker_env(
+    let worker = WharfProcess::spawn(&worker_env(
         redis.port(),
         &s3,
         &[("DEDUP_WINDOW_MS", window_ms), ("BATCH_MAX_DOCUMENTS", "1")],

@@ -113,7 +113,7 @@ async fn landed_lists_the_newest_objects_and_decodes_their_documents() {
         ],
     )
     .await;
-    let mut worker = WorkerProcess::spawn(&vars);
+    let mut worker = WharfProcess::spawn(&vars);
     let both = wharf_testkit::eventually(Duration::from_secs(60), || {
         let n = landed_docs(&s3);
         async move { n == 3 }

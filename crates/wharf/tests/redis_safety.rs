@@ -51,7 +51,7 @@ async fn an_evicting_redis_is_refused_unless_the_risk_is_accepted() {
     let web_vars = web_env(redis.port(), wharf_testkit::ports::free_port(), &[]);
     let worker_vars = worker_env(redis.port(), &s3, &[]);
     for (role, vars) in [("web", &web_vars), ("worker", &worker_vars)] {
-        let mut process = WorkerProcess::spawn_role(role, vars);
+        let mut process = WharfProcess::spawn_role(role, vars);
         let status = process.wait_exit(LONG).unwrap_or_else(|| {
             panic!(
                 "wharf {role} kept running on allkeys-lru: {:?}",
@@ -79,7 +79,7 @@ async fn an_evicting_redis_is_refused_unless_the_risk_is_accepted() {
 
     let accepted = [("REDIS_ALLOW_EVICTION_DATA_LOSS", "true")];
     let (mut web, port) = start_web(redis.port(), &accepted).await;
-    let mut worker = WorkerProcess::spawn(&worker_env(redis.port(), &s3, &accepted));
+    let mut worker = WharfProcess::spawn(&worker_env(redis.port(), &s3, &accepted));
     for process in [&web, &worker] {
         let warned = eventually(LONG, || {
             let n = process.count("starting anyway; Redis may silently delete");
@@ -164,7 +164,7 @@ async fn a_full_redis_gets_507_before_oom_and_drains() {
             >= 80.0
     );
 
-    let _worker = WorkerProcess::spawn(&worker_env(
+    let _worker = WharfProcess::spawn(&worker_env(
         redis.port(),
         &s3,
         &[("BATCH_MAX_AGE_MS", "500")],
@@ -205,7 +205,7 @@ async fn a_standalone_failover_is_followed_without_a_restart() {
         ("REDIS_TIMEOUT_MS", "500"),
     ];
     let (web, port) = start_web(proxy.port(), &settings).await;
-    let worker = WorkerProcess::spawn(&worker_env(
+    let worker = WharfProcess::spawn(&worker_env(
         proxy.port(),
         &s3,
         &[("BATCH_MAX_AGE_MS", "300"), ("REDIS_MIN_REPLICAS_ACK", "1")],
@@ -378,7 +378,7 @@ async fn a_silently_dead_link_is_replaced_within_seconds() {
     let s3 = S3Server::start(BUCKET);
     let timeout = [("REDIS_TIMEOUT_MS", "500")];
     let (web, port) = start_web(proxy.port(), &timeout).await;
-    let worker = WorkerProcess::spawn(&worker_env(
+    let worker = WharfProcess::spawn(&worker_env(
         proxy.port(),
         &s3,
         &[

@@ -12,6 +12,11 @@ use wharf_testkit::sentry::SentryListener;
 
 const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
 
+/// The binary's command-line definitions, for the help test to compare the output with.
+#[allow(dead_code)]
+#[path = "../src/cli.rs"]
+mod cli;
+
 /// A running `wharf` process whose stdout lines are collected.
 struct Process {
     child: Child,
@@ -182,14 +187,37 @@ fn config_prints_the_effective_configuration_with_secrets_redacted() {
     assert!(!stdout.contains("hunter2") && !stdout.contains("topsecret"));
 }
 
+/// `text` with every run of whitespace as one space, so a wrapped line still matches.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 #[test]
 fn help_explains_every_command() {
+    use clap::CommandFactory;
+
     let output = Command::new(WHARF).arg("--help").output().unwrap();
-    let help = String::from_utf8_lossy(&output.stdout);
-    for command in ["web", "worker", "check", "config"] {
+    assert!(output.status.success(), "{output:?}");
+    let help = one_line(&String::from_utf8_lossy(&output.stdout));
+    // The names and one-line descriptions the binary's own clap definitions give, each of
+    // which must be listed as `<name>  <description>`: the words alone appear in the
+    // introduction anyway ("two roles: `web` (the default) and `worker`", "see `wharf config`").
+    let commands: Vec<(String, String)> = cli::Cli::command()
+        .get_subcommands()
+        .map(|c| {
+            let about = c.get_about().map(ToString::to_string).unwrap_or_default();
+            (c.get_name().to_string(), one_line(&about))
+        })
+        .collect();
+    let names: Vec<&str> = commands.iter().map(|(name, _)| name.as_str()).collect();
+    for role in ["web", "worker", "check", "config"] {
+        assert!(names.contains(&role), "{role} not among {names:?}");
+    }
+    for (name, about) in &commands {
+        assert!(!about.is_empty(), "{name} has no description");
         assert!(
-            help.contains(command),
-            "{command} missing from --help:\n{help}"
+            help.contains(&format!(" {name} {about}")),
+            "`{name}  {about}` missing from --help:\n{help}"
         );
     }
 }

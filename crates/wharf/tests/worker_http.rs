@@ -100,7 +100,7 @@ async fn http_submissions_land_intact(shards: u16, compression: &str) {
         &[("QUEUE_SHARDS", &shards_text), ("DROP_CLIENT_IP", "false")],
     )
     .await;
-    let worker = WorkerProcess::spawn(&worker_env(
+    let worker = WharfProcess::spawn(&worker_env(
         redis.port(),
         &s3,
         &[
@@ -209,7 +209,7 @@ async fn canary_succeeds_with_a_worker_and_fails_clearly_without() {
     let s3 = S3Server::start(BUCKET);
     let (_web, port) = start_web(redis.port(), &[]).await;
     let vars = worker_env(redis.port(), &s3, &[("BATCH_MAX_AGE_MS", "300")]);
-    let mut worker = WorkerProcess::spawn(&vars);
+    let mut worker = WharfProcess::spawn(&vars);
     let url = format!("http://127.0.0.1:{port}");
 
     let (ok, text) = canary(&vars, &url, 30).await;
@@ -237,7 +237,7 @@ async fn with_a_canary_token_only_the_canary_writes_to_its_namespace() {
     let token = ("CANARY_TOKEN", "canary-secret");
     let (_web, port) = start_web(redis.port(), &[token]).await;
     let vars = worker_env(redis.port(), &s3, &[("BATCH_MAX_AGE_MS", "300"), token]);
-    let _worker = WorkerProcess::spawn(&vars);
+    let _worker = WharfProcess::spawn(&vars);
     let url = format!("http://127.0.0.1:{port}");
 
     let client = reqwest::Client::new();

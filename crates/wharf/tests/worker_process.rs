@@ -25,7 +25,7 @@ async fn sigkill_mid_batch_then_second_worker_lands_everything() {
         "SIGKILL: shipped WORKER_CLAIM_IDLE_MS {:?}, BATCH_MAX_AGE_MS {:?}",
         shipped.claim_idle, shipped.batch_max_age
     );
-    let mut first = WorkerProcess::spawn(&vars);
+    let mut first = WharfProcess::spawn(&vars);
     assert!(
         wait_live(&redis, 1).await,
         "first worker never became live: {:?}",
@@ -55,7 +55,7 @@ async fn sigkill_mid_batch_then_second_worker_lands_everything() {
     let killed = Instant::now();
     assert!(first.wait_exit(Duration::from_secs(5)).is_some());
 
-    let mut second = WorkerProcess::spawn(&vars);
+    let mut second = WharfProcess::spawn(&vars);
     let all_landed = wait_landed(&s3, 25, Duration::from_secs(40)).await;
     let recovery = killed.elapsed();
     let docs = landed(&s3);
@@ -97,7 +97,7 @@ async fn sigterm_flushes_open_batches_and_exits_zero_within_grace() {
         ],
     );
     let settings = settings(&vars);
-    let mut worker = WorkerProcess::spawn(&vars);
+    let mut worker = WharfProcess::spawn(&vars);
     assert!(wait_live(&redis, 1).await, "{:?}", worker.output());
     let subs: Vec<_> = (0..15)
         .map(|n| submission("ns", "t", "1", n, 100))
@@ -145,7 +145,7 @@ async fn poison_entries_go_to_dead_letters_and_never_stop_the_worker() {
     let s3 = S3Server::start(BUCKET);
     let vars = worker_env(redis.port(), &s3, &[("BATCH_MAX_AGE_MS", "300")]);
     let settings = settings(&vars);
-    let mut worker = WorkerProcess::spawn(&vars);
+    let mut worker = WharfProcess::spawn(&vars);
     assert!(wait_live(&redis, 1).await, "{:?}", worker.output());
 
     let subs: Vec<_> = (0..50)
@@ -223,6 +223,34 @@ async fn poison_entries_go_to_dead_letters_and_never_stop_the_worker() {
     worker.terminate(Duration::from_secs(10));
 }
 
+/// The start-up checks' retries are logged at debug level: they show the worker waiting.
+const RETRIES_LOGGED: (&str, &str) = ("LOG_LEVEL", "info,wharf_worker::startup=debug");
+
+/// Error-level log lines (MozLog severity 3) containing `needle`.
+fn errors(process: &WharfProcess, needle: &str) -> usize {
+    process
+        .output()
+        .iter()
+        .filter(|l| l.contains("\"Severity\":3") && l.contains(needle))
+        .count()
+}
+
+/// Waits until the start-up check failing with `needle` has failed four times, each logged (the
+/// first as an error, the retries after 0.2 s, 0.4 s and 0.8 s of backoff at debug level).
+async fn wait_retries(process: &WharfProcess, needle: &str) {
+    let retried = wharf_testkit::eventually(LONG, || {
+        let n = process.count(needle);
+        async move { n >= 4 }
+    })
+    .await;
+    assert!(
+        retried,
+        "{} did not retry: {:?}",
+        process.name,
+        process.output()
+    );
+}
+
 /// Redis missing at start-up: one clear error line and one Sentry event, no crash loop, and the
 /// worker starts consuming once Redis appears.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,14 +259,18 @@ async fn starts_without_redis_reports_once_and_recovers() {
     redis.stop();
     let s3 = S3Server::start(BUCKET);
     let sentry = SentryListener::start().await;
-    let mut vars = worker_env(redis.port(), &s3, &[("BATCH_MAX_AGE_MS", "300")]);
+    let mut vars = worker_env(
+        redis.port(),
+        &s3,
+        &[("BATCH_MAX_AGE_MS", "300"), RETRIES_LOGGED],
+    );
     vars.push(("SENTRY_DSN".into(), sentry.dsn()));
     let settings = settings(&vars);
-    let mut worker = WorkerProcess::spawn(&vars);
+    let mut worker = WharfProcess::spawn(&vars);
 
     assert!(
         wharf_testkit::eventually(LONG, || {
-            let n = worker.count("cannot reach Redis");
+            let n = errors(&worker, "cannot reach Redis");
             async move { n >= 1 }
         })
         .await,
@@ -257,10 +289,10 @@ async fn starts_without_redis_reports_once_and_recovers() {
         "no Sentry event for Redis"
     );
     // Keep it waiting through several retries: still running, still one report.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_retries(&worker, "cannot reach Redis").await;
     assert!(worker.is_running(), "the worker exited instead of waiting");
     assert_eq!(
-        worker.count("cannot reach Redis"),
+        errors(&worker, "cannot reach Redis"),
         1,
         "{:?}",
         worker.output()
@@ -290,18 +322,19 @@ async fn starts_without_bucket_reports_once_and_recovers() {
     let redis = RedisServer::start();
     let s3 = S3Server::start_without_bucket(BUCKET);
     let sentry = SentryListener::start().await;
-    let mut vars = worker_env(redis.port(), &s3, &[("BATCH_MAX_AGE_MS", "300")]);
+    let mut vars = worker_env(
+        redis.port(),
+        &s3,
+        &[("BATCH_MAX_AGE_MS", "300"), RETRIES_LOGGED],
+    );
     vars.push(("SENTRY_DSN".into(), sentry.dsn()));
     let settings = settings(&vars);
-    let mut worker = WorkerProcess::spawn(&vars);
+    let mut worker = WharfProcess::spawn(&vars);
+    // As it appears inside a JSON log line.
     let needle = format!("S3 bucket \\\"{BUCKET}\\\" does not exist");
     assert!(
         wharf_testkit::eventually(LONG, || {
-            let out = worker.output();
-            let n = out
-                .iter()
-                .filter(|l| l.contains(&needle) || l.contains("does not exist"))
-                .count();
+            let n = errors(&worker, &needle);
             async move { n >= 1 }
         })
         .await,
@@ -319,9 +352,9 @@ async fn starts_without_bucket_reports_once_and_recovers() {
         .await,
         "no Sentry event for the missing bucket"
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_retries(&worker, &needle).await;
     assert!(worker.is_running(), "the worker exited instead of waiting");
-    assert_eq!(worker.count("does not exist"), 1, "{:?}", worker.output());
+    assert_eq!(errors(&worker, &needle), 1, "{:?}", worker.output());
 
     s3.create_bucket();
     let bucket_errors = || {

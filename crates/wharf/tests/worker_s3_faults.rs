@@ -41,7 +41,7 @@ async fn s3_503_outage_with_a_worker_joining_writes_nothing_twice() {
         ],
     );
     let settings = settings(&vars);
-    let mut workers = vec![WorkerProcess::spawn(&vars), WorkerProcess::spawn(&vars)];
+    let mut workers = vec![WharfProcess::spawn(&vars), WharfProcess::spawn(&vars)];
     assert!(wait_live(&redis, 2).await, "{:?}", workers[0].output());
 
     s3.set_fault(Fault::SlowDown);
@@ -68,7 +68,7 @@ async fn s3_503_outage_with_a_worker_joining_writes_nothing_twice() {
         no_dead,
     )
     .await;
-    workers.push(WorkerProcess::spawn(&vars));
+    workers.push(WharfProcess::spawn(&vars));
     assert_throughout(
         outage + Duration::from_secs(25),
         "dead letters during the outage",
@@ -248,11 +248,20 @@ async fn s3_access_denied_dead_letters_after_the_grace_and_redrive_lands_them() 
             let dead = metric_sum(&statsd.named("wharf.worker.entries.dead_lettered"));
             let errors = statsd.named("wharf.s3.put.errors");
             let refused = tagged(&errors, "kind:refused").len();
-            async move { dead >= 3 && refused >= 2 }
+            // Every refused PutObject is timed too, as an error: a latency graph of successes
+            // alone would look healthy throughout an outage.
+            let timed = statsd.named("wharf.s3.put.duration");
+            let timed_errors = tagged(&timed, "outcome:error").len();
+            async move { dead >= 3 && refused >= 2 && timed_errors == errors.len() }
         })
         .await,
         "metrics: {:?}",
         statsd.lines()
+    );
+    let timed = statsd.named("wharf.s3.put.duration");
+    assert!(
+        tagged(&timed, "outcome:ok").is_empty(),
+        "no PutObject succeeded while S3 refused them all: {timed:?}"
     );
     assert!(s3.keys().is_empty());
 
@@ -267,6 +276,15 @@ async fn s3_access_denied_dead_letters_after_the_grace_and_redrive_lands_them() 
     assert!(
         wait_landed(&s3, 3, LONG).await,
         "re-driven entries land once the cause is fixed"
+    );
+    assert!(
+        wharf_testkit::eventually(Duration::from_secs(10), || {
+            let timed = statsd.named("wharf.s3.put.duration");
+            async move { !tagged(&timed, "outcome:ok").is_empty() }
+        })
+        .await,
+        "the successful PutObject is timed as ok: {:?}",
+        statsd.named("wharf.s3.put.duration")
     );
     assert!(wait_drained(&redis, LONG).await);
     assert_landed_exactly_once(&s3, &subs);

@@ -521,13 +521,14 @@ impl Drop for InProcessWorker {
 }
 
 /// A real `wharf` process (`worker`, `web`) with its output collected.
-pub struct WorkerProcess {
+pub struct WharfProcess {
     pub child: Child,
     pub output: Arc<Mutex<Vec<String>>>,
-    pub name: &'static str,
+    /// `wharf <role> (pid <pid>)`, for messages about this process among several.
+    pub name: String,
 }
 
-impl WorkerProcess {
+impl WharfProcess {
     pub fn spawn(vars: &[(String, String)]) -> Self {
         Self::spawn_role("worker", vars)
     }
@@ -560,10 +561,11 @@ impl WorkerProcess {
                 }
             });
         }
+        let name = format!("wharf {role} (pid {})", child.id());
         Self {
             child,
             output,
-            name: "worker",
+            name,
         }
     }
 
@@ -585,8 +587,8 @@ impl WorkerProcess {
             .arg(format!("-{sig}"))
             .arg(self.child.id().to_string())
             .status()
-            .unwrap_or_else(|e| panic!("kill: {e}"));
-        assert!(status.success());
+            .unwrap_or_else(|e| panic!("kill -{sig} {}: {e}", self.name));
+        assert!(status.success(), "kill -{sig} {}: {status:?}", self.name);
     }
 
     /// Waits for the process to exit; None if it is still running after `timeout`.
@@ -606,14 +608,23 @@ impl WorkerProcess {
     /// SIGTERM, then asserts a clean exit (status 0) within `timeout`.
     pub fn terminate(&mut self, timeout: Duration) {
         self.signal("TERM");
-        let status = self
-            .wait_exit(timeout)
-            .unwrap_or_else(|| panic!("{} still running after SIGTERM", self.name));
-        assert!(status.success(), "{} exited {status:?}", self.name);
+        let status = self.wait_exit(timeout).unwrap_or_else(|| {
+            panic!(
+                "{} still running after SIGTERM: {:?}",
+                self.name,
+                self.output()
+            )
+        });
+        assert!(
+            status.success(),
+            "{} exited {status:?}: {:?}",
+            self.name,
+            self.output()
+        );
     }
 }
 
-impl Drop for WorkerProcess {
+impl Drop for WharfProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -667,10 +678,9 @@ pub fn web_env(redis_port: u16, port: u16, extra: &[(&str, &str)]) -> Vec<(Strin
 }
 
 /// Starts `wharf web` on a free port against `redis_port` and waits until it answers.
-pub async fn start_web(redis_port: u16, extra: &[(&str, &str)]) -> (WorkerProcess, u16) {
+pub async fn start_web(redis_port: u16, extra: &[(&str, &str)]) -> (WharfProcess, u16) {
     let port = wharf_testkit::ports::free_port();
-    let mut web = WorkerProcess::spawn_role("web", &web_env(redis_port, port, extra));
-    web.name = "web";
+    let web = WharfProcess::spawn_role("web", &web_env(redis_port, port, extra));
     let client = reqwest::Client::new();
     let up = wharf_testkit::eventually(LONG, || {
         let client = client.clone();
@@ -683,7 +693,7 @@ pub async fn start_web(redis_port: u16, extra: &[(&str, &str)]) -> (WorkerProces
         }
     })
     .await;
-    assert!(up, "web never answered: {:?}", web.output());
+    assert!(up, "{} never answered: {:?}", web.name, web.output());
     (web, port)
 }
 
