@@ -138,8 +138,11 @@ async fn run(
                         uploader.start(&mut uploads, batch);
                     }
                     // The reader fetches nothing more until something is released: without
-                    // this flush, a full budget would wait for the age limit.
-                    if uploader.delivery.held.is_full() {
+                    // this flush, a full budget would wait for the age limit. Only when no
+                    // upload is running, though: a running upload releases its documents when
+                    // it ends, and flushing on every arrival meanwhile wrote a deep backlog as
+                    // objects of one to three documents (docs/benchmarks.md).
+                    if uploader.delivery.held.is_full() && uploads.is_empty() {
                         if let Some(batch) = batches.take_biggest(FlushReason::Held) {
                             uploader.start(&mut uploads, batch);
                         }
