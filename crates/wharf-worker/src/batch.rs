@@ -140,6 +140,9 @@ impl FlushReason {
     }
 }
 
+/// The stream entry a batched document came from: what acknowledges it.
+pub type EntryRef = (wharf_queue::Shard, String);
+
 /// A document waiting in a batch, with whatever the caller needs to acknowledge it (`A`).
 #[derive(Debug)]
 pub struct Entry<A> {

@@ -20,7 +20,7 @@ use wharf_telemetry::metrics::BoundedTag;
 
 use crate::backoff::Backoff;
 use crate::batch;
-use crate::batch::{Batch, BatchKey, Batches, Entry, FlushReason, Limits};
+use crate::batch::{Batch, BatchKey, Batches, Entry, EntryRef, FlushReason, Limits};
 use crate::held::{self, Held};
 use crate::ledger::{Ledger, UploadGuard, Verdict};
 use crate::sink::{S3Failure, S3Sink};
@@ -30,9 +30,6 @@ const MAX_CONCURRENT_UPLOADS: usize = 4;
 /// How long a batch holding entries taken over from a dead worker stays open: long enough to
 /// gather the rest of the same claim, short enough that recovery does not wait a batch age.
 const TAKEN_OVER_BATCH_DELAY: Duration = Duration::from_millis(250);
-
-/// The entry a batched document came from.
-pub type EntryRef = (Shard, String);
 
 /// The batcher is gone (the worker is stopping).
 #[derive(Debug, Clone, Copy, thiserror::Error)]

@@ -29,8 +29,7 @@ use tokio::sync::Notify;
 use wharf_queue::{QueueError, Redis, Shard};
 use wharf_settings::Compression;
 
-use crate::batch::Batch;
-use crate::batcher::EntryRef;
+use crate::batch::{Batch, Entry, EntryRef};
 use crate::sink::{S3Failure, S3Sink};
 
 /// What the ledger decided for one document of a batch.
@@ -240,7 +239,7 @@ impl Ledger {
 
 /// Entry indices by the shard their docId hashes to (the hash slot of their ledger records).
 fn group_by_shard(
-    entries: &[crate::batch::Entry<EntryRef>],
+    entries: &[Entry<EntryRef>],
     indices: impl IntoIterator<Item = usize>,
 ) -> BTreeMap<Shard, Vec<usize>> {
     let mut by_shard: BTreeMap<Shard, Vec<usize>> = BTreeMap::new();

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use axum::extract::rejection::FormRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::{Form, Json};
 use serde::Deserialize;
 
-use super::pages::login_page;
+use super::html::{escape, page};
 use super::DebugView;
 use crate::token::constant_time_eq;
 
@@ -73,6 +73,29 @@ fn challenge(response: &mut Response) {
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"wharf debug view\""),
     );
+}
+
+/// The login form, with an optional message saying why the last attempt failed.
+pub fn login_page(message: Option<&str>) -> Html<String> {
+    let message = message
+        .map(|m| format!(r#"<p class="error" role="alert">{}</p>"#, escape(m)))
+        .unwrap_or_default();
+    page(
+        "Sign in",
+        r#" class="login-page""#,
+        "",
+        &format!(
+            r#"<section class="card login">
+<h1>Sign in</h1>
+<p class="hint">The debug view shows submitted documents. Enter the token the operators set as <code>DEBUG_VIEW_TOKEN</code>.</p>
+{message}<form method="post" action="/debug/login">
+<label for="token">Token</label>
+<input name="token" id="token" type="password" autocomplete="current-password" required autofocus>
+<button id="login" type="submit">Sign in</button>
+</form>
+</section>"#
+        ),
+    )
 }
 
 /// `GET /debug/login`.

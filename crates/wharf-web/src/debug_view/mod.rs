@@ -13,6 +13,7 @@
 
 mod auth;
 mod body;
+mod html;
 mod keep;
 mod pages;
 mod read;

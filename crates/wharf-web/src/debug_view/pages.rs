@@ -1,4 +1,4 @@
-//! The view's HTML pages (login, tag list, a tag's live page) and its embedded script and stylesheet; every client string is escaped here, and the script builds the live page's nodes with `textContent` only.
+//! The view's HTML pages (tag list, a tag's live page) and its embedded script and stylesheet; every client string is escaped here, and the script builds the live page's nodes with `textContent` only.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -8,81 +8,14 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
 use super::auth::{authorized, unauthorized_page};
+use super::html::{escape, page};
 use super::read::TagSeen;
 use super::{is_valid_tag, DebugView};
 
 const SCRIPT: &str = include_str!("../../assets/debug/debug.js");
 const STYLESHEET: &str = include_str!("../../assets/debug/debug.css");
 
-/// `&`, `<`, `>`, `"` and `'` as entities: safe in element content and in quoted attributes.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A whole page. `body_attributes` and `main` must already be escaped.
-fn page(title: &str, body_attributes: &str, header_extra: &str, main: &str) -> Html<String> {
-    Html(format!(
-        r#"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
-<title>{title} · Wharf debug view</title>
-<link rel="icon" href="data:,">
-<link rel="stylesheet" href="/debug/assets/debug.css">
-</head>
-<body{body_attributes}>
-<header class="bar">
-<a class="brand" href="/debug/">Wharf <span>debug view</span></a>
-{header_extra}
-</header>
-<main>
-{main}
-</main>
-<script src="/debug/assets/debug.js"></script>
-</body>
-</html>
-"#,
-        title = escape(title),
-    ))
-}
-
 const SIGN_OUT: &str = r#"<form class="sign-out" method="post" action="/debug/logout"><button type="submit" class="quiet">Sign out</button></form>"#;
-
-/// The login form, with an optional message saying why the last attempt failed.
-pub fn login_page(message: Option<&str>) -> Html<String> {
-    let message = message
-        .map(|m| format!(r#"<p class="error" role="alert">{}</p>"#, escape(m)))
-        .unwrap_or_default();
-    page(
-        "Sign in",
-        r#" class="login-page""#,
-        "",
-        &format!(
-            r#"<section class="card login">
-<h1>Sign in</h1>
-<p class="hint">The debug view shows submitted documents. Enter the token the operators set as <code>DEBUG_VIEW_TOKEN</code>.</p>
-{message}<form method="post" action="/debug/login">
-<label for="token">Token</label>
-<input name="token" id="token" type="password" autocomplete="current-password" required autofocus>
-<button id="login" type="submit">Sign in</button>
-</form>
-</section>"#
-        ),
-    )
-}
 
 /// `GET /debug`: the list lives at `/debug/`.
 pub async fn to_index() -> Redirect {
@@ -240,6 +173,7 @@ fn age(ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::auth::login_page;
     use super::*;
 
     #[test]
