@@ -2,6 +2,8 @@
 //! without a `type` field the line's Type is a module path, which dashboards and alerts cannot
 //! rely on.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers too may panic on a failed step
+
 use std::path::{Path, PathBuf};
 
 const MACROS: &[&str] = &["trace", "debug", "info", "warn", "error", "event"];

@@ -1,7 +1,9 @@
 //! Real dependencies for Wharf's tests, each on a free port and torn down on drop: nothing on the wire is mocked.
 
 pub mod cluster;
+pub mod harness;
 pub mod ports;
+pub mod process;
 pub mod proxy;
 pub mod redis_server;
 pub mod s3;
@@ -23,5 +25,22 @@ where
             return false;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C. The development stack's servers run as PID 1 in their
+/// containers, where nothing stops a process on SIGTERM unless it handles it.
+pub async fn terminated() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            eprintln!("cannot handle SIGTERM ({e}); only Ctrl-C stops the process");
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -112,10 +112,12 @@ impl TcpProxy {
         }
     }
 
+    /// The port clients connect to instead of the upstream's.
     pub fn port(&self) -> u16 {
         self.shared.addr.port()
     }
 
+    /// The loopback address clients connect to.
     pub fn addr(&self) -> SocketAddr {
         self.shared.addr
     }

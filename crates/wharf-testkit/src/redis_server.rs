@@ -52,10 +52,12 @@ impl RedisServer {
         server
     }
 
+    /// The port it listens on (kept across [`RedisServer::restart`]).
     pub fn port(&self) -> u16 {
         self.port
     }
 
+    /// `redis://127.0.0.1:<port>/0`, for a client.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
@@ -97,6 +99,7 @@ impl RedisServer {
             .unwrap_or_else(|e| panic!("connect to test redis: {e}"))
     }
 
+    /// Its working directory (RDB and AOF files), removed on drop.
     pub fn dir(&self) -> PathBuf {
         self.dir.path().to_path_buf()
     }

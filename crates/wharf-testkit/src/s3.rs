@@ -52,6 +52,7 @@ impl Fault {
         Self::ALL.into_iter().find(|f| *f as u8 == value)
     }
 
+    /// The HTTP status S3 answers this fault with.
     pub fn status(self) -> http::StatusCode {
         match self {
             Fault::SlowDown | Fault::ServiceUnavailable => http::StatusCode::SERVICE_UNAVAILABLE,
@@ -122,9 +123,13 @@ impl FaultSwitch {
 /// Options for [`serve`]: where to store objects and which credentials to accept.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
+    /// The directory holding one sub-directory per bucket.
     pub root: PathBuf,
+    /// Where to listen.
     pub addr: SocketAddr,
+    /// The access key requests must be signed with.
     pub access_key: String,
+    /// The secret key requests must be signed with.
     pub secret_key: String,
 }
 
@@ -240,14 +245,17 @@ impl S3Server {
         server
     }
 
+    /// The port it listens on (kept across [`S3Server::restart`]).
     pub fn port(&self) -> u16 {
         self.port
     }
 
+    /// `http://127.0.0.1:<port>`, the `S3_ENDPOINT_URL` for a role.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The bucket it was started for.
     pub fn bucket(&self) -> &str {
         &self.bucket
     }
@@ -268,6 +276,7 @@ impl S3Server {
         ]
     }
 
+    /// Creates the bucket of a server started with [`S3Server::start_without_bucket`].
     pub fn create_bucket(&self) {
         std::fs::create_dir_all(self.dir.path().join(&self.bucket))
             .unwrap_or_else(|e| panic!("create bucket dir: {e}"));

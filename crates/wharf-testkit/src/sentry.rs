@@ -59,6 +59,50 @@ impl SentryListener {
     pub fn envelopes(&self) -> Vec<String> {
         self.envelopes.lock().map(|e| e.clone()).unwrap_or_default()
     }
+
+    /// Waits until an envelope containing `needle` has arrived, and returns the first such.
+    pub async fn wait_for(&self, needle: &str, timeout: std::time::Duration) -> Option<String> {
+        let find = || self.envelopes().into_iter().find(|e| e.contains(needle));
+        crate::eventually(timeout, || async { find().is_some() }).await;
+        find()
+    }
+
+    /// The messages of the error-level events (not breadcrumbs, sessions or client reports)
+    /// received so far.
+    pub fn errors(&self) -> Vec<String> {
+        self.envelopes().iter().flat_map(|e| error_messages(e)).collect()
+    }
+}
+
+/// The messages of the error-level events in one envelope.
+fn error_messages(envelope: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut lines = envelope.lines();
+    let _header = lines.next();
+    while let Some(item_header) = lines.next() {
+        let Some(payload) = lines.next() else { break };
+        let Ok(header) = serde_json::from_str::<serde_json::Value>(item_header) else {
+            continue;
+        };
+        if header["type"] != "event" {
+            continue;
+        }
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(payload) else {
+            continue;
+        };
+        // Sentry's protocol leaves `level` out for the default, "error".
+        let level = event["level"].as_str().unwrap_or("error");
+        if level != "error" && level != "fatal" {
+            continue;
+        }
+        let message = event["message"]
+            .as_str()
+            .or_else(|| event["logentry"]["message"].as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| event["exception"].to_string());
+        out.push(message);
+    }
+    out
 }
 
 fn decode(headers: &HeaderMap, body: &[u8]) -> String {

@@ -11,6 +11,7 @@ pub struct StatsdListener {
 }
 
 impl StatsdListener {
+    /// Binds a UDP socket on a free loopback port and starts collecting.
     pub fn start() -> Self {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind udp: {e}"));
         let port = socket
@@ -37,6 +38,7 @@ impl StatsdListener {
         Self { port, lines }
     }
 
+    /// The port to give a role as `STATSD_PORT`.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -53,4 +55,24 @@ impl StatsdListener {
             .filter(|l| l.split(':').next() == Some(name))
             .collect()
     }
+
+    /// Waits until the sum of the values of the lines named `name` reaches `at_least`, and
+    /// returns the sum then (or what it was when `timeout` passed).
+    pub async fn wait_for_sum(&self, name: &str, at_least: i64, timeout: Duration) -> i64 {
+        crate::eventually(timeout, || async { self.sum(name) >= at_least }).await;
+        self.sum(name)
+    }
+
+    /// The sum of the values (`name:<value>|c`, `|g`, `|ms`) of the lines named `name`.
+    pub fn sum(&self, name: &str) -> i64 {
+        sum_of(&self.named(name))
+    }
+}
+
+/// The sum of the values of StatsD `lines` (`name:<value>|<type>...`).
+pub fn sum_of(lines: &[String]) -> i64 {
+    lines
+        .iter()
+        .filter_map(|l| l.split(':').nth(1)?.split('|').next()?.parse::<i64>().ok())
+        .sum()
 }

@@ -1,6 +1,8 @@
 //! `TcpProxy` in front of real redis-servers: it forwards, switches target on a cut, holds and
 //! refuses connections, from plain tests and from tokio tests.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers too may panic on a failed step
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! A three-master Redis Cluster fails over when a master is killed, without losing a write its
 //! replica acknowledged; the killed master rejoins as a replica. One cluster for the whole binary.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers too may panic on a failed step
+
 use std::time::{Duration, Instant};
 
 use wharf_testkit::cluster::{RedisCluster, SLOTS};

@@ -1,6 +1,8 @@
 //! A one-master Redis Cluster (built without `redis-cli --cluster create`, which wants three):
 //! a graceful failover swaps the roles, and a forced takeover replaces a killed master.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers too may panic on a failed step
+
 use std::time::Instant;
 
 use wharf_testkit::cluster::RedisCluster;

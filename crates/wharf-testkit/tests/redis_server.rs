@@ -1,5 +1,7 @@
 //! `RedisServer` options and replication, against real redis-servers.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers too may panic on a failed step
+
 use std::time::Duration;
 
 use wharf_testkit::redis_server::RedisServer;

@@ -1,5 +1,7 @@
 //! CORS on `/submit` against a real redis-server: preflights, the allowed origin on every answer (errors and layer-made refusals included), 403 for other origins, and nothing changed elsewhere.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers too may panic on a failed step
+
 mod common;
 
 use std::io::{Read, Write};

@@ -1,5 +1,7 @@
 //! The live debug view against a real redis-server: off by default, what it keeps and how it shows it, its caps and TTLs, who may see it, and that it can never fail a submission.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers too may panic on a failed step
+
 mod common;
 
 use std::io::Write;

@@ -1,5 +1,7 @@
 //! The Dockerflow endpoints against a real redis-server: shapes, status codes, outage and recovery, and heartbeat caching.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers too may panic on a failed step
+
 mod common;
 
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! Group commit: concurrent submissions share XADD pipelines, each is acknowledged only after Redis has its entry, and a failed pipeline fails all of its submissions.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers too may panic on a failed step
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

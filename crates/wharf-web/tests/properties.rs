@@ -3,6 +3,8 @@
 //! CI runs proptest's default 256 cases per property; `PROPTEST_CASES=100000 cargo test -p
 //! wharf-web --test properties` is the long run.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers too may panic on a failed step
+
 use std::net::SocketAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};

@@ -1,5 +1,7 @@
 //! The submission endpoint against a real redis-server: every status code of the edge spec, and exact storage.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers too may panic on a failed step
+
 mod common;
 
 use std::io::{Read, Write};

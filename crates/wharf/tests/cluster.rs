@@ -1,5 +1,7 @@
 //! The real `wharf` processes on a real Redis Cluster (3 masters, 3 replicas): shards spread over every master, and a master killed under load.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers too may panic on a failed step
+
 mod worker_support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -41,7 +43,7 @@ async fn start_roles(
     let (web, port) = start_web(cluster.seed_port(), &refs).await;
     let mut worker_extra = refs.clone();
     worker_extra.push(("BATCH_MAX_AGE_MS", "500"));
-    let worker = WharfProcess::spawn(&worker_env(cluster.seed_port(), s3, &worker_extra));
+    let worker = spawn_worker(&worker_env(cluster.seed_port(), s3, &worker_extra));
     (web, port, worker)
 }
 
@@ -108,7 +110,7 @@ async fn shards_spread_over_every_master_and_every_document_lands_once() {
         .map(|(k, v)| ((*k).to_string(), v.clone()))
         .collect();
     check_vars.push(("REDIS_HOST".into(), "127.0.0.1".into()));
-    let pid = worker.child.id().to_string();
+    let pid = worker.pid().to_string();
     let (healthy, output) =
         run_wharf(&["check", "--role", "worker", "--pid", &pid], &check_vars).await;
     assert!(healthy, "wharf check on a cluster: {output}");
@@ -414,7 +416,7 @@ async fn every_master_is_checked_for_eviction_and_memory() {
     config_set(other, "maxmemory-policy", "allkeys-lru");
     let vars = cluster_env(&cluster, &[]);
     let refs = as_refs(&vars);
-    let mut worker = WharfProcess::spawn(&worker_env(seed, &s3, &refs));
+    let mut worker = spawn_worker(&worker_env(seed, &s3, &refs));
     let status = worker
         .wait_exit(LONG)
         .unwrap_or_else(|| panic!("worker ran on an evicting master: {:?}", worker.output()));

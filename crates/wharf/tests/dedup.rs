@@ -3,6 +3,8 @@
 //! Each scenario also runs with `DEDUP_WINDOW_MS=0`, where it must produce the duplicates the
 //! ledger exists to prevent: otherwise a passing run would prove nothing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers too may panic on a failed step
+
 mod worker_support;
 
 use std::collections::BTreeMap;
@@ -60,7 +62,7 @@ async fn killed_between_put_and_ack(window_ms: &str) -> (S3Server, u64) {
     let settings = settings(&vars_a);
 
     s3.set_withholding_put_answers(true);
-    let mut a = WharfProcess::spawn(&vars_a);
+    let mut a = spawn_worker(&vars_a);
     assert!(wait_live(&redis, 1).await, "{:?}", a.output());
     let first: Vec<_> = (0..10)
         .map(|n| submission("ns", "t", "1", n, 200))
@@ -87,7 +89,7 @@ async fn killed_between_put_and_ack(window_ms: &str) -> (S3Server, u64) {
         ("BATCH_MAX_DOCUMENTS", "100"),
         ("BATCH_MAX_AGE_MS", "15000"),
     ]);
-    let mut b = WharfProcess::spawn(&worker_env(redis.port(), &s3, &b_vars));
+    let mut b = spawn_worker(&worker_env(redis.port(), &s3, &b_vars));
     assert!(
         wait_landed(&s3, 15, LONG).await,
         "not every document landed: {:?}",
@@ -156,7 +158,7 @@ async fn client_retries_after_503(window_ms: &str) -> (S3Server, WharfProcess) {
         assert_eq!(response.status(), 503, "no replica confirms the write");
     }
     // Each submission reaches the worker in a batch of its own, as retries minutes apart would.
-    let worker = WharfProcess::spawn(&worker_env(
+    let worker = spawn_worker(&worker_env(
         redis.port(),
         &s3,
         &[("DEDUP_WINDOW_MS", window_ms), ("BATCH_MAX_DOCUMENTS", "1")],

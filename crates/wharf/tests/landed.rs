@@ -1,5 +1,7 @@
 //! `wharf landed` as a process against a real S3 server: objects written by the real worker and by PutObject, listed newest first with their counts, and decoded.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers too may panic on a failed step
+
 mod worker_support;
 
 use std::collections::BTreeMap;
@@ -113,7 +115,7 @@ async fn landed_lists_the_newest_objects_and_decodes_their_documents() {
         ],
     )
     .await;
-    let mut worker = WharfProcess::spawn(&vars);
+    let mut worker = spawn_worker(&vars);
     let both = wharf_testkit::eventually(Duration::from_secs(60), || {
         let n = landed_docs(&s3);
         async move { n == 3 }

@@ -1,5 +1,7 @@
 //! One Redis that misbehaves under the real `wharf` processes: an eviction policy that could lose documents, a full memory, and a failover behind a proxy.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers too may panic on a failed step
+
 mod worker_support;
 
 use std::time::{Duration, Instant};
@@ -48,10 +50,10 @@ async fn an_evicting_redis_is_refused_unless_the_risk_is_accepted() {
         RedisServer::start_with(&["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"]);
     let s3 = S3Server::start(BUCKET);
 
-    let web_vars = web_env(redis.port(), wharf_testkit::ports::free_port(), &[]);
+    let web_vars = web_env(redis.port(), &[]);
     let worker_vars = worker_env(redis.port(), &s3, &[]);
     for (role, vars) in [("web", &web_vars), ("worker", &worker_vars)] {
-        let mut process = WharfProcess::spawn_role(role, vars);
+        let mut process = spawn_role(role, vars);
         let status = process.wait_exit(LONG).unwrap_or_else(|| {
             panic!(
                 "wharf {role} kept running on allkeys-lru: {:?}",
@@ -79,7 +81,7 @@ async fn an_evicting_redis_is_refused_unless_the_risk_is_accepted() {
 
     let accepted = [("REDIS_ALLOW_EVICTION_DATA_LOSS", "true")];
     let (mut web, port) = start_web(redis.port(), &accepted).await;
-    let mut worker = WharfProcess::spawn(&worker_env(redis.port(), &s3, &accepted));
+    let mut worker = spawn_worker(&worker_env(redis.port(), &s3, &accepted));
     for process in [&web, &worker] {
         let warned = eventually(LONG, || {
             let n = process.count("starting anyway; Redis may silently delete");
@@ -89,7 +91,7 @@ async fn an_evicting_redis_is_refused_unless_the_risk_is_accepted() {
         assert!(
             warned,
             "no warning from {}: {:?}",
-            process.name,
+            process.name(),
             process.output()
         );
     }
@@ -164,7 +166,7 @@ async fn a_full_redis_gets_507_before_oom_and_drains() {
             >= 80.0
     );
 
-    let _worker = WharfProcess::spawn(&worker_env(
+    let _worker = spawn_worker(&worker_env(
         redis.port(),
         &s3,
         &[("BATCH_MAX_AGE_MS", "500")],
@@ -205,7 +207,7 @@ async fn a_standalone_failover_is_followed_without_a_restart() {
         ("REDIS_TIMEOUT_MS", "500"),
     ];
     let (web, port) = start_web(proxy.port(), &settings).await;
-    let worker = WharfProcess::spawn(&worker_env(
+    let worker = spawn_worker(&worker_env(
         proxy.port(),
         &s3,
         &[("BATCH_MAX_AGE_MS", "300"), ("REDIS_MIN_REPLICAS_ACK", "1")],
@@ -378,7 +380,7 @@ async fn a_silently_dead_link_is_replaced_within_seconds() {
     let s3 = S3Server::start(BUCKET);
     let timeout = [("REDIS_TIMEOUT_MS", "500")];
     let (web, port) = start_web(proxy.port(), &timeout).await;
-    let worker = WharfProcess::spawn(&worker_env(
+    let worker = spawn_worker(&worker_env(
         proxy.port(),
         &s3,
         &[

@@ -1,5 +1,7 @@
 //! End to end through HTTP: the real `wharf web` and `wharf worker` processes, submissions posted to /submit, and `wharf canary`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers too may panic on a failed step
+
 mod worker_support;
 
 use std::collections::BTreeMap;
@@ -100,7 +102,7 @@ async fn http_submissions_land_intact(shards: u16, compression: &str) {
         &[("QUEUE_SHARDS", &shards_text), ("DROP_CLIENT_IP", "false")],
     )
     .await;
-    let worker = WharfProcess::spawn(&worker_env(
+    let worker = spawn_worker(&worker_env(
         redis.port(),
         &s3,
         &[
@@ -209,7 +211,7 @@ async fn canary_succeeds_with_a_worker_and_fails_clearly_without() {
     let s3 = S3Server::start(BUCKET);
     let (_web, port) = start_web(redis.port(), &[]).await;
     let vars = worker_env(redis.port(), &s3, &[("BATCH_MAX_AGE_MS", "300")]);
-    let mut worker = WharfProcess::spawn(&vars);
+    let mut worker = spawn_worker(&vars);
     let url = format!("http://127.0.0.1:{port}");
 
     let (ok, text) = canary(&vars, &url, 30).await;
@@ -237,7 +239,7 @@ async fn with_a_canary_token_only_the_canary_writes_to_its_namespace() {
     let token = ("CANARY_TOKEN", "canary-secret");
     let (_web, port) = start_web(redis.port(), &[token]).await;
     let vars = worker_env(redis.port(), &s3, &[("BATCH_MAX_AGE_MS", "300"), token]);
-    let _worker = WharfProcess::spawn(&vars);
+    let _worker = spawn_worker(&vars);
     let url = format!("http://127.0.0.1:{port}");
 
     let client = reqwest::Client::new();

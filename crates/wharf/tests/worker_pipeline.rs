@@ -1,5 +1,7 @@
 //! Worker pipeline tests with an in-process worker, a real redis-server and a real s3s-fs server.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers too may panic on a failed step
+
 mod worker_support;
 
 use std::collections::HashSet;

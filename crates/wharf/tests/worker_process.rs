@@ -1,10 +1,13 @@
 //! Tests of the real `wharf worker` process: SIGKILL recovery, SIGTERM drain, start-up without its dependencies.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers too may panic on a failed step
+
 mod worker_support;
 
 use std::time::{Duration, Instant};
 
 use wharf_queue::Shard;
+use wharf_testkit::harness::{wharf_test, Env, Role, Tools};
 use wharf_testkit::redis_server::RedisServer;
 use wharf_testkit::s3::S3Server;
 use wharf_testkit::sentry::SentryListener;
@@ -25,7 +28,7 @@ async fn sigkill_mid_batch_then_second_worker_lands_everything() {
         "SIGKILL: shipped WORKER_CLAIM_IDLE_MS {:?}, BATCH_MAX_AGE_MS {:?}",
         shipped.claim_idle, shipped.batch_max_age
     );
-    let mut first = WharfProcess::spawn(&vars);
+    let mut first = spawn_worker(&vars);
     assert!(
         wait_live(&redis, 1).await,
         "first worker never became live: {:?}",
@@ -55,7 +58,7 @@ async fn sigkill_mid_batch_then_second_worker_lands_everything() {
     let killed = Instant::now();
     assert!(first.wait_exit(Duration::from_secs(5)).is_some());
 
-    let mut second = WharfProcess::spawn(&vars);
+    let mut second = spawn_worker(&vars);
     let all_landed = wait_landed(&s3, 25, Duration::from_secs(40)).await;
     let recovery = killed.elapsed();
     let docs = landed(&s3);
@@ -85,19 +88,23 @@ async fn sigkill_mid_batch_then_second_worker_lands_everything() {
 /// SHUTDOWN_GRACE_MS, withdrawing its liveness record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flushes_open_batches_and_exits_zero_within_grace() {
-    let redis = RedisServer::start();
-    let s3 = S3Server::start(BUCKET);
-    let vars = worker_env(
-        redis.port(),
-        &s3,
-        &[
-            ("BATCH_MAX_AGE_MS", "600000"),
-            ("BATCH_MAX_DOCUMENTS", "1000"),
-            ("SHUTDOWN_GRACE_MS", "8000"),
-        ],
-    );
-    let settings = settings(&vars);
-    let mut worker = WharfProcess::spawn(&vars);
+    let held = |env: &mut Env| {
+        env.set("BATCH_MAX_AGE_MS", 600_000)
+            .set("BATCH_MAX_DOCUMENTS", 1000)
+            .set("SHUTDOWN_GRACE_MS", 8000);
+    };
+    wharf_test(WHARF, Role::Worker, held, sigterm_flushes).await;
+}
+
+async fn sigterm_flushes(tools: Tools) {
+    let Tools {
+        wharf: mut worker,
+        redis,
+        s3,
+        env,
+        ..
+    } = tools;
+    let settings = settings(&env.vars());
     assert!(wait_live(&redis, 1).await, "{:?}", worker.output());
     let subs: Vec<_> = (0..15)
         .map(|n| submission("ns", "t", "1", n, 100))
@@ -141,11 +148,21 @@ async fn sigterm_flushes_open_batches_and_exits_zero_within_grace() {
 /// dead letter of an undecodable entry, nothing reaches dead letters and the test fails.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_entries_go_to_dead_letters_and_never_stop_the_worker() {
-    let redis = RedisServer::start();
-    let s3 = S3Server::start(BUCKET);
-    let vars = worker_env(redis.port(), &s3, &[("BATCH_MAX_AGE_MS", "300")]);
-    let settings = settings(&vars);
-    let mut worker = WharfProcess::spawn(&vars);
+    let quick = |env: &mut Env| {
+        env.set("BATCH_MAX_AGE_MS", 300);
+    };
+    wharf_test(WHARF, Role::Worker, quick, poison_is_dead_lettered).await;
+}
+
+async fn poison_is_dead_lettered(tools: Tools) {
+    let Tools {
+        wharf: mut worker,
+        redis,
+        s3,
+        env,
+        ..
+    } = tools;
+    let settings = settings(&env.vars());
     assert!(wait_live(&redis, 1).await, "{:?}", worker.output());
 
     let subs: Vec<_> = (0..50)
@@ -246,7 +263,7 @@ async fn wait_retries(process: &WharfProcess, needle: &str) {
     assert!(
         retried,
         "{} did not retry: {:?}",
-        process.name,
+        process.name(),
         process.output()
     );
 }
@@ -266,7 +283,7 @@ async fn starts_without_redis_reports_once_and_recovers() {
     );
     vars.push(("SENTRY_DSN".into(), sentry.dsn()));
     let settings = settings(&vars);
-    let mut worker = WharfProcess::spawn(&vars);
+    let mut worker = spawn_worker(&vars);
 
     assert!(
         wharf_testkit::eventually(LONG, || {
@@ -279,7 +296,7 @@ async fn starts_without_redis_reports_once_and_recovers() {
     );
     assert!(
         wharf_testkit::eventually(LONG, || {
-            let n = sentry_errors(&sentry.envelopes())
+            let n = sentry.errors()
                 .iter()
                 .filter(|e| e.contains("cannot reach Redis"))
                 .count();
@@ -303,7 +320,7 @@ async fn starts_without_redis_reports_once_and_recovers() {
     enqueue(&settings, &subs).await;
     assert!(wait_landed(&s3, 3, LONG).await, "{:?}", worker.output());
     assert_eq!(
-        sentry_errors(&sentry.envelopes())
+        sentry.errors()
             .iter()
             .filter(|e| e.contains("cannot reach Redis"))
             .count(),
@@ -329,7 +346,7 @@ async fn starts_without_bucket_reports_once_and_recovers() {
     );
     vars.push(("SENTRY_DSN".into(), sentry.dsn()));
     let settings = settings(&vars);
-    let mut worker = WharfProcess::spawn(&vars);
+    let mut worker = spawn_worker(&vars);
     // As it appears inside a JSON log line.
     let needle = format!("S3 bucket \\\"{BUCKET}\\\" does not exist");
     assert!(
@@ -343,7 +360,7 @@ async fn starts_without_bucket_reports_once_and_recovers() {
     );
     assert!(
         wharf_testkit::eventually(LONG, || {
-            let n = sentry_errors(&sentry.envelopes())
+            let n = sentry.errors()
                 .iter()
                 .filter(|e| e.contains("does not exist"))
                 .count();
@@ -358,7 +375,7 @@ async fn starts_without_bucket_reports_once_and_recovers() {
 
     s3.create_bucket();
     let bucket_errors = || {
-        sentry_errors(&sentry.envelopes())
+        sentry.errors()
             .iter()
             .filter(|e| e.contains("does not exist"))
             .count()

@@ -2,6 +2,8 @@
 //! `RequestTimeout` and 403 `RequestTimeTooSkewed` (transient, whatever their status), and a
 //! permanent 403 `AccessDenied` (dead letters after `S3_REFUSAL_GRACE_MS`, then `wharf redrive`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers too may panic on a failed step
+
 mod worker_support;
 
 use std::time::{Duration, Instant};
@@ -41,7 +43,7 @@ async fn s3_503_outage_with_a_worker_joining_writes_nothing_twice() {
         ],
     );
     let settings = settings(&vars);
-    let mut workers = vec![WharfProcess::spawn(&vars), WharfProcess::spawn(&vars)];
+    let mut workers = vec![spawn_worker(&vars), spawn_worker(&vars)];
     assert!(wait_live(&redis, 2).await, "{:?}", workers[0].output());
 
     s3.set_fault(Fault::SlowDown);
@@ -68,7 +70,7 @@ async fn s3_503_outage_with_a_worker_joining_writes_nothing_twice() {
         no_dead,
     )
     .await;
-    workers.push(WharfProcess::spawn(&vars));
+    workers.push(spawn_worker(&vars));
     assert_throughout(
         outage + Duration::from_secs(25),
         "dead letters during the outage",

@@ -22,12 +22,16 @@ struct Opt {
     /// Directory holding one sub-directory per bucket.
     #[arg(long, required_unless_present = "healthcheck")]
     root: Option<std::path::PathBuf>,
+    /// Address to listen on (and to probe with --healthcheck).
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
+    /// Port to listen on.
     #[arg(long, default_value_t = 9000)]
     port: u16,
+    /// The access key clients sign with.
     #[arg(long, required_unless_present = "healthcheck")]
     access_key: Option<String>,
+    /// The secret key clients sign with.
     #[arg(long, required_unless_present = "healthcheck")]
     secret_key: Option<String>,
     /// Buckets to create at start-up (repeatable).
@@ -112,17 +116,7 @@ async fn main() -> ExitCode {
         opt.host,
         opt.port
     );
-    let stop = async {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = tokio::signal::ctrl_c() => {},
-        }
-    };
+    let stop = wharf_testkit::terminated();
     match wharf_testkit::s3::serve(
         listener,
         &root,

@@ -13,8 +13,10 @@ use clap::Parser;
     about = "Print every StatsD line received over UDP to stdout"
 )]
 struct Opt {
+    /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
+    /// UDP port to listen on.
     #[arg(long, default_value_t = 8125)]
     port: u16,
 }
@@ -33,20 +35,13 @@ async fn main() -> ExitCode {
         }
     };
     eprintln!("statsd-sink: listening on udp {}:{}", opt.host, opt.port);
-    // As PID 1 in a container nothing stops the process on SIGTERM unless it handles it.
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("statsd-sink: cannot handle SIGTERM: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let stop = wharf_testkit::terminated();
+    tokio::pin!(stop);
     let mut buf = vec![0u8; 65536];
     loop {
         let received = tokio::select! {
             r = socket.recv(&mut buf) => r,
-            _ = term.recv() => return ExitCode::SUCCESS,
-            _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+            _ = &mut stop => return ExitCode::SUCCESS,
         };
         let n = match received {
             Ok(n) => n,

@@ -3,9 +3,9 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, Once};
+use std::io::Read;
+use std::process::Command;
+use std::sync::Once;
 use std::time::Duration;
 
 use base64::Engine;
@@ -16,7 +16,7 @@ use wharf_settings::{Role, Settings};
 use wharf_testkit::redis_server::RedisServer;
 use wharf_testkit::s3::S3Server;
 
-pub const BUCKET: &str = "wharf-test";
+pub use wharf_testkit::harness::BUCKET;
 
 /// Deadline for anything that should happen "soon" on a loaded 2-core host.
 pub const LONG: Duration = Duration::from_secs(60);
@@ -443,10 +443,7 @@ pub fn udp_metrics(port: u16) -> cadence::StatsdClient {
 
 /// The sum of the values of StatsD lines `name:<value>|...` (counters with their counts).
 pub fn metric_sum(lines: &[String]) -> i64 {
-    lines
-        .iter()
-        .filter_map(|l| l.split(':').nth(1)?.split('|').next()?.parse::<i64>().ok())
-        .sum()
+    wharf_testkit::statsd::sum_of(lines)
 }
 
 /// Lines that carry the tag `tag` (`key:value`).
@@ -520,213 +517,52 @@ impl Drop for InProcessWorker {
     }
 }
 
-/// A real `wharf` process (`worker`, `web`) with its output collected.
-pub struct WharfProcess {
-    pub child: Child,
-    pub output: Arc<Mutex<Vec<String>>>,
-    /// `wharf <role> (pid <pid>)`, for messages about this process among several.
-    pub name: String,
+/// The `wharf` binary under test.
+pub const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
+
+pub use wharf_testkit::process::WharfProcess;
+
+/// Starts `wharf worker` with exactly `vars` in its environment.
+pub fn spawn_worker(vars: &[(String, String)]) -> WharfProcess {
+    WharfProcess::spawn(WHARF, &["worker"], vars)
 }
 
-impl WharfProcess {
-    pub fn spawn(vars: &[(String, String)]) -> Self {
-        Self::spawn_role("worker", vars)
-    }
-
-    /// Spawns `wharf {role}` with exactly `vars` (plus PATH) in its environment.
-    pub fn spawn_role(role: &str, vars: &[(String, String)]) -> Self {
-        let mut child = wharf_command(&[role], vars)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn wharf {role}: {e}"));
-        let output = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let sink = Arc::clone(&output);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if let Ok(mut l) = sink.lock() {
-                        l.push(line);
-                    }
-                }
-            });
-        }
-        let name = format!("wharf {role} (pid {})", child.id());
-        Self {
-            child,
-            output,
-            name,
-        }
-    }
-
-    pub fn output(&self) -> Vec<String> {
-        self.output.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-
-    /// Output lines containing `needle`.
-    pub fn count(&self, needle: &str) -> usize {
-        self.output().iter().filter(|l| l.contains(needle)).count()
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().ok().flatten().is_none()
-    }
-
-    pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap_or_else(|e| panic!("kill -{sig} {}: {e}", self.name));
-        assert!(status.success(), "kill -{sig} {}: {status:?}", self.name);
-    }
-
-    /// Waits for the process to exit; None if it is still running after `timeout`.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if std::time::Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM, then asserts a clean exit (status 0) within `timeout`.
-    pub fn terminate(&mut self, timeout: Duration) {
-        self.signal("TERM");
-        let status = self.wait_exit(timeout).unwrap_or_else(|| {
-            panic!(
-                "{} still running after SIGTERM: {:?}",
-                self.name,
-                self.output()
-            )
-        });
-        assert!(
-            status.success(),
-            "{} exited {status:?}: {:?}",
-            self.name,
-            self.output()
-        );
-    }
+/// Starts `wharf {role}` with exactly `vars` in its environment.
+pub fn spawn_role(role: &str, vars: &[(String, String)]) -> WharfProcess {
+    WharfProcess::spawn(WHARF, &[role], vars)
 }
 
-impl Drop for WharfProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `wharf ARGS` with exactly `vars` (plus PATH) in its environment, piped output, and the AWS SDK
-/// kept off the host's credentials, profile files and instance metadata.
+/// `wharf ARGS` with exactly `vars` in its environment ([`wharf_testkit::process::command`]).
 pub fn wharf_command(args: &[&str], vars: &[(String, String)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/nonexistent/wharf-test")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/wharf-test")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in vars {
-        cmd.env(k, v);
-    }
-    cmd
+    wharf_testkit::process::command(WHARF.as_ref(), args, vars)
 }
 
 /// Runs `wharf ARGS` to completion off the async runtime: (success, stdout + stderr).
 pub async fn run_wharf(args: &[&str], vars: &[(String, String)]) -> (bool, String) {
-    let mut cmd = wharf_command(args, vars);
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap_or_else(|e| panic!("join: {e}"))
-        .unwrap_or_else(|e| panic!("run wharf: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let out = wharf_testkit::process::run(WHARF, args, vars).await;
+    (out.status.success(), wharf_testkit::process::text(&out))
 }
 
-/// Environment of `wharf web` on `port` against `redis_port`, `extra` on top.
-pub fn web_env(redis_port: u16, port: u16, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+/// Environment of `wharf web` on a port of its choosing against `redis_port`, `extra` on top.
+pub fn web_env(redis_port: u16, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut vars = vec![
         ("REDIS_HOST".into(), "127.0.0.1".into()),
         ("REDIS_PORT".into(), redis_port.to_string()),
         ("HOST".into(), "127.0.0.1".into()),
-        ("PORT".into(), port.to_string()),
+        ("PORT".into(), "0".into()),
+        ("LOG_FORMAT".into(), "json".into()),
         ("VERSION_FILE".into(), "/nonexistent/version.json".into()),
     ];
     vars.extend(extra.iter().map(|(k, v)| ((*k).into(), (*v).into())));
     vars
 }
 
-/// Starts `wharf web` on a free port against `redis_port` and waits until it answers.
+/// Starts `wharf web` on a free port against `redis_port` and waits until it listens.
 pub async fn start_web(redis_port: u16, extra: &[(&str, &str)]) -> (WharfProcess, u16) {
-    let port = wharf_testkit::ports::free_port();
-    let web = WharfProcess::spawn_role("web", &web_env(redis_port, port, extra));
-    let client = reqwest::Client::new();
-    let up = wharf_testkit::eventually(LONG, || {
-        let client = client.clone();
-        async move {
-            client
-                .get(format!("http://127.0.0.1:{port}/__lbheartbeat__"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        }
-    })
-    .await;
-    assert!(up, "{} never answered: {:?}", web.name, web.output());
-    (web, port)
-}
-
-/// The messages of the error-level events (not breadcrumbs, sessions or client reports) in the
-/// envelopes a Sentry listener received.
-pub fn sentry_errors(envelopes: &[String]) -> Vec<String> {
-    let mut out = Vec::new();
-    for envelope in envelopes {
-        let mut lines = envelope.lines();
-        let _header = lines.next();
-        while let Some(item_header) = lines.next() {
-            let Some(payload) = lines.next() else { break };
-            let Ok(header) = serde_json::from_str::<serde_json::Value>(item_header) else {
-                continue;
-            };
-            if header["type"] != "event" {
-                continue;
-            }
-            let Ok(event) = serde_json::from_str::<serde_json::Value>(payload) else {
-                continue;
-            };
-            // Sentry's protocol leaves `level` out for the default, "error".
-            let level = event["level"].as_str().unwrap_or("error");
-            if level != "error" && level != "fatal" {
-                continue;
-            }
-            let message = event["message"]
-                .as_str()
-                .or_else(|| event["logentry"]["message"].as_str())
-                .map(str::to_string)
-                .unwrap_or_else(|| event["exception"].to_string());
-            out.push(message);
-        }
-    }
-    out
+    let web = spawn_role("web", &web_env(redis_port, extra));
+    let addr = web
+        .listening_on(LONG)
+        .await
+        .unwrap_or_else(|| panic!("{} never listened: {:?}", web.name(), web.output()));
+    (web, addr.port())
 }
