@@ -29,11 +29,7 @@ FROM ${BUILDER_IMAGE} AS planner
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
 COPY . .
-RUN mkdir -p /manifests \
-    && find . -path ./prebuilt -prune -o \
-         \( -name Cargo.toml -o -name Cargo.lock -o -path ./.cargo/config.toml -o -name rust-toolchain.toml \) \
-         -type f -print \
-       | tar -cf - -T - | tar -xf - -C /manifests
+RUN scripts/cargo-skeleton manifests /manifests
 
 # ---------------------------------------------------------------------------
 # builder: dependencies first (stub crates), then the real sources.
@@ -46,18 +42,7 @@ COPY --from=planner /manifests/ ./
 # graph without our sources; the stubs are removed again in the same layer.
 RUN if [ -z "$WHARF_BINARY" ]; then \
         set -eu; \
-        : > /tmp/stubs; \
-        for manifest in crates/*/Cargo.toml; do \
-            dir=${manifest%/Cargo.toml}; \
-            for f in "$dir/src/lib.rs" "$dir/src/main.rs" \
-                     $(sed -n 's/^[[:space:]]*\(path\|build\)[[:space:]]*=[[:space:]]*"\([^"]*\.rs\)".*/\2/p' "$manifest"); do \
-                case $f in /*) ;; "$dir"/*) ;; *) f="$dir/$f";; esac; \
-                [ -e "$f" ] && continue; \
-                mkdir -p "$(dirname "$f")"; \
-                case $f in */build.rs|*/main.rs|*/bin/*) echo 'fn main() {}' > "$f";; *) : > "$f";; esac; \
-                echo "$f" >> /tmp/stubs; \
-            done; \
-        done; \
+        scripts/cargo-skeleton stub > /tmp/stubs; \
         cargo build --release --locked -p wharf; \
         xargs rm -f < /tmp/stubs; \
         rm -rf target/release/.fingerprint/wharf-* target/release/deps/wharf-* target/release/deps/libwharf* /tmp/stubs; \
