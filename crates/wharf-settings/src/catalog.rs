@@ -15,6 +15,7 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// The word the configuration table's role column shows.
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Both => "both",
@@ -27,17 +28,23 @@ impl Scope {
 /// What a variable's value must be; the parser checks it, and the table states it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// Any text, surrounding blanks trimmed; empty counts as unset.
     Text,
     /// A whole number within the bounds.
     Int {
+        /// Smallest accepted value.
         min: u64,
+        /// Largest accepted value.
         max: u64,
     },
     /// Milliseconds within the bounds.
     Millis {
+        /// Shortest accepted duration, in milliseconds.
         min: u64,
+        /// Longest accepted duration, in milliseconds.
         max: u64,
     },
+    /// `true`/`false`, also `1`/`0`, `yes`/`no` or `on`/`off`, in any case.
     Bool,
     /// Comma-separated, blanks dropped.
     List,
@@ -54,6 +61,7 @@ pub enum Kind {
 /// When a variable must be set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Required {
+    /// Unset is never a problem: the default applies, if there is one.
     Never,
     /// By every command that talks to Redis.
     ForRedis,
@@ -64,18 +72,39 @@ pub enum Required {
 /// One environment variable: everything the parser, `wharf config --list` and the README say of it.
 #[derive(Debug, Clone, Copy)]
 pub struct Variable {
+    /// The environment variable's name, which is also its key in the `CONFIG_URL` document.
     pub name: &'static str,
+    /// Which role reads it: the table's role column.
     pub scope: Scope,
     /// `None` means unset by default (optional, or required where `required` says so).
     pub default: Option<&'static str>,
+    /// What the value must be; the parser enforces it and the table shows its bounds.
     pub kind: Kind,
+    /// When an unset value is a problem.
     pub required: Required,
+    /// The table marks the variable secret (its field's type is what hides the value).
     pub secret: bool,
+    /// A valid value, shown as `NAME=example` in a problem's message (the tests check it parses).
     pub example: &'static str,
+    /// The meaning, a lowercase phrase: the table's meaning column before the bounds, and the
+    /// settings field's documentation.
     pub help: &'static str,
 }
 
 impl Variable {
+    /// The same variable, required whenever the command needs `when`.
+    pub const fn required(mut self, when: Required) -> Self {
+        self.required = when;
+        self
+    }
+
+    /// The same variable, marked secret in the configuration table; what hides the value from
+    /// `wharf config` and `Debug` is the field's type, [`crate::Secret`].
+    pub const fn secret(mut self) -> Self {
+        self.secret = true;
+        self
+    }
+
     /// The meaning as the table shows it: the help, then the bounds or choices the parser
     /// enforces, then whether `wharf config` hides it.
     pub fn meaning(&self) -> String {
@@ -124,18 +153,6 @@ pub const fn var(
         example,
         help,
     }
-}
-
-/// A variable that must be set when the command needs `when`.
-pub const fn required(mut v: Variable, when: Required) -> Variable {
-    v.required = when;
-    v
-}
-
-/// A variable whose value `wharf config` and `Debug` never show.
-pub const fn secret(mut v: Variable) -> Variable {
-    v.secret = true;
-    v
 }
 
 /// Every variable, in the order the settings structs declare them (the README's order).

@@ -7,15 +7,40 @@ use crate::redact::redact_url;
 
 /// Why `CONFIG_URL` could not be used; the process stops on any of these.
 #[derive(Debug, thiserror::Error)]
+///
+/// Every `url` field holds the URL as [`redact_url`] shows it: without credentials or query (a
+/// presigned URL's signature), so the error can be logged.
 pub enum ConfigUrlError {
+    /// The URL does not parse, or a `file://` URL names no local path.
     #[error("`{url}` is not a valid URL: {reason}")]
-    BadUrl { url: String, reason: String },
+    BadUrl {
+        /// The URL, redacted.
+        url: String,
+        /// The URL parser's complaint.
+        reason: String,
+    },
+    /// The scheme is none of `file`, `http` and `https`.
     #[error("`{url}` uses an unsupported scheme (use file://, http:// or https://)")]
-    Scheme { url: String },
+    Scheme {
+        /// The URL, redacted.
+        url: String,
+    },
+    /// The file could not be read, or the HTTP request failed, timed out or got a non-2xx status.
     #[error("could not read `{url}`: {reason}")]
-    Unreachable { url: String, reason: String },
+    Unreachable {
+        /// The URL, redacted.
+        url: String,
+        /// The I/O or HTTP error, or the status received.
+        reason: String,
+    },
+    /// The document is not JSON, not an object, has an object as a value, or sets `CONFIG_URL`.
     #[error("`{url}` is not a JSON object of variable names to values: {reason}")]
-    Invalid { url: String, reason: String },
+    Invalid {
+        /// The URL, redacted.
+        url: String,
+        /// What is wrong with the document.
+        reason: String,
+    },
 }
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use catalog::{required, secret, var, Kind, Required, Scope::*};
+use catalog::{var, Kind, Required, Scope::*};
 pub use config_url::ConfigUrlError;
 use parse::{Choice, Parser};
 pub use redact::redact_url;
@@ -27,7 +27,9 @@ pub use redact::redact_url;
 /// The two roles: each needs its own variables and its own cross-checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// `wharf web`, which takes submissions into Redis: needs `REDIS_HOST`.
     Web,
+    /// `wharf worker`, which batches them into S3: needs `REDIS_HOST` and `S3_BUCKET`.
     Worker,
 }
 
@@ -39,6 +41,7 @@ pub struct Needs {
     pub redis: bool,
     /// `S3_BUCKET` must be set.
     pub s3: bool,
+    /// Whose cross-checks between variables apply; `None` checks only those every role shares.
     pub role: Option<Role>,
 }
 
@@ -66,9 +69,13 @@ impl From<Role> for Needs {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a value so that it is no longer printed.
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into())
     }
+
+    /// The value itself, for where it must be used (a connection URL, a token comparison);
+    /// never log it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -86,10 +93,13 @@ impl Serialize for Secret {
     }
 }
 
+/// How log lines are written to stdout (`LOG_FORMAT`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// One MozLog JSON object a line, for log collectors.
     Json,
+    /// `tracing`'s human-readable lines, for a terminal.
     Pretty,
 }
 
@@ -102,7 +112,9 @@ impl Choice for LogFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
+    /// Objects named `.ndjson.gz`.
     Gzip,
+    /// Objects named `.ndjson.zst`.
     Zstd,
 }
 
@@ -137,14 +149,17 @@ settings! {
         #[serde(serialize_with = "serialize_redacted_url")]
         config_url: Option<String> = var("CONFIG_URL", Both, Kind::Text, None, "file:///etc/wharf/config.json",
             "URL (file://, http://, https://) of a JSON object whose keys are these variable names; it supplies defaults, the environment overrides it; unreachable or invalid stops the process"),
-        /// On SIGTERM: time to finish requests (web) or flush batches (worker).
         #[serde(serialize_with = "serialize_ms")]
         shutdown_grace: Duration = var("SHUTDOWN_GRACE_MS", Both, Kind::Millis { min: 100, max: 600_000 }, Some("8000"), "8000",
             "on SIGTERM, time allowed to finish in-flight requests (web) or flush open batches (worker); fits docker stop's 10 s"),
         ;
+        /// Logs, Sentry and metrics: `ENVIRONMENT`, `SENTRY_DSN`, `LOG_*` and `STATSD_*`.
         telemetry: TelemetrySettings,
+        /// The queue's Redis (`REDIS_*`) and its shard count (`QUEUE_SHARDS`).
         redis: RedisSettings,
+        /// Read by `wharf web`; `CANARY_TOKEN` also by `wharf canary`, which sends it.
         web: WebSettings,
+        /// Read by `wharf worker`; its `s3` group also by `wharf canary` and `wharf landed`.
         worker: WorkerSettings,
     }
 }
@@ -154,13 +169,14 @@ settings! {
     pub struct TelemetrySettings {
         environment: String = var("ENVIRONMENT", Both, Kind::Text, Some("development"), "prod",
             "deployment name; Sentry environment and the `env` tag on every metric"),
-        sentry_dsn: Option<Secret> = secret(var("SENTRY_DSN", Both, Kind::Url, None, "https://public:secret@sentry.example.com/1",
-            "Sentry DSN; empty or unset disables Sentry")),
+        sentry_dsn: Option<Secret> = var("SENTRY_DSN", Both, Kind::Url, None, "https://public:secret@sentry.example.com/1",
+            "Sentry DSN; empty or unset disables Sentry").secret(),
         log_format: LogFormat = var("LOG_FORMAT", Both, Kind::Choice(&["json", "pretty"]), Some("json"), "pretty",
             "`json` (MozLog, for production) or `pretty` (human-readable, for development)"),
         log_level: String = var("LOG_LEVEL", Both, Kind::LogFilter, Some("info"), "info,wharf_web=debug",
             "tracing filter directive, checked at start-up with the other settings"),
         ;
+        /// The `STATSD_*` variables: where metrics are sent, if anywhere.
         statsd: StatsdSettings,
     }
 }
@@ -178,30 +194,25 @@ settings! {
 settings! {
     /// The Redis holding the queue, and how far to trust it.
     pub struct RedisSettings {
-        host: String = required(var("REDIS_HOST", Both, Kind::Text, None, "example.cache.amazonaws.com",
-            "Redis host holding the submission queue"), Required::ForRedis),
+        host: String = var("REDIS_HOST", Both, Kind::Text, None, "example.cache.amazonaws.com",
+            "Redis host holding the submission queue").required(Required::ForRedis),
         port: u16 = var("REDIS_PORT", Both, Kind::Int { min: 1, max: 65_535 }, Some("6379"), "6379", "Redis port"),
         db: i64 = var("REDIS_DB", Both, Kind::Int { min: 0, max: 15 }, Some("0"), "0", "Redis database number"),
-        password: Option<Secret> = secret(var("REDIS_PASSWORD", Both, Kind::Text, None, "s3cret",
-            "Redis AUTH password (ElastiCache auth token)")),
+        password: Option<Secret> = var("REDIS_PASSWORD", Both, Kind::Text, None, "s3cret",
+            "Redis AUTH password (ElastiCache auth token)").secret(),
         tls: bool = var("REDIS_TLS", Both, Kind::Bool, Some("false"), "true",
             "connect to Redis over TLS (ElastiCache in-transit encryption)"),
         #[serde(serialize_with = "serialize_ms")]
         timeout: Duration = var("REDIS_TIMEOUT_MS", Both, Kind::Millis { min: 50, max: 60_000 }, Some("1000"), "1000",
             "connect and per-command timeout for Redis, in milliseconds"),
-        /// Number of queue shards (`wharf:{<n>}:submissions` streams) submissions spread over.
         queue_shards: u16 = var("QUEUE_SHARDS", Both, Kind::Int { min: 1, max: 1024 }, Some("4"), "4",
             "number of queue shards, streams `wharf:{<n>}:submissions`; a submission's shard comes from its docId; set the same value on web and worker"),
-        /// Talk to a Redis Cluster seeded from `host:port` instead of one Redis.
         cluster: bool = var("REDIS_CLUSTER", Both, Kind::Bool, Some("false"), "true",
             "REDIS_HOST:REDIS_PORT is a Redis Cluster node or configuration endpoint; the shard streams spread over its masters by their hash tags; REDIS_DB must be 0"),
-        /// Replicas a write must reach (`WAIT`) before a submission is answered 200.
         min_replicas_ack: u8 = var("REDIS_MIN_REPLICAS_ACK", Both, Kind::Int { min: 0, max: 5 }, Some("0"), "1",
             "replicas a submission's write must reach (Redis WAIT, once per pipeline) before it is answered 200; unconfirmed within REDIS_TIMEOUT_MS gives 503; 0 trusts asynchronous replication, so a failover can lose the last acknowledged writes"),
-        /// Percent of Redis `maxmemory` above which the web role answers 507.
         memory_high_water_percent: u8 = var("REDIS_MEMORY_HIGH_WATER_PERCENT", Web, Kind::Int { min: 10, max: 95 }, Some("80"), "80",
             "submissions get 507 once Redis used_memory passes this percent of maxmemory (on any master), leaving room for workers to acknowledge and delete; ignored when maxmemory is 0"),
-        /// Start even when `maxmemory-policy` lets Redis evict queued documents.
         allow_eviction_data_loss: bool = var("REDIS_ALLOW_EVICTION_DATA_LOSS", Both, Kind::Bool, Some("false"), "true",
             "start even though Redis maxmemory-policy is not noeviction, accepting that Redis may silently delete queued documents under memory pressure"),
     }
@@ -219,51 +230,41 @@ settings! {
         max_queue_depth: u64 = var("MAX_QUEUE_DEPTH", Web, Kind::Int { min: 1, max: 1_000_000_000 }, Some("1000000"), "1000000",
             "queue backlog above which submissions get 507 with Retry-After"),
         queue_depth_warning: u64 = var("QUEUE_DEPTH_WARNING", Web, Kind::Int { min: 1, max: 1_000_000_000 }, Some("100000"), "100000",
-            "queue backlog above which __heartbeat__ reports a warning"),
-        /// Empty means every namespace is accepted.
+            "queue backlog above which `__heartbeat__` reports a warning"),
         allowed_namespaces: Vec<String> = var("ALLOWED_NAMESPACES", Web, Kind::List, Some(""), "telemetry,eng-workflow",
             "comma-separated namespaces accepted by /submit; empty accepts all; others get 404 (list `wharf-canary` too, or set CANARY_TOKEN, for `wharf canary`)"),
         drop_client_ip: bool = var("DROP_CLIENT_IP", Web, Kind::Bool, Some("false"), "true",
             "drop remote_addr and x_forwarded_for before anything is stored (IPs are personal data)"),
         #[serde(serialize_with = "serialize_ms")]
         heartbeat_cache: Duration = var("HEARTBEAT_CACHE_MS", Web, Kind::Millis { min: 10, max: 60_000 }, Some("1000"), "1000",
-            "how long a __heartbeat__ result is reused; concurrent requests share one run"),
+            "how long a `__heartbeat__` result is reused; concurrent requests share one run"),
         version_file: String = var("VERSION_FILE", Web, Kind::Text, Some("/app/version.json"), "/app/version.json",
-            "Dockerflow version object served by __version__; missing falls back to build-time values"),
-        error_endpoint_token: Option<Secret> = secret(var("ERROR_ENDPOINT_TOKEN", Web, Kind::Text, None, "a-long-random-string",
-            "enables GET /__error__ for requests whose X-Error-Token header carries this value; unset disables the endpoint")),
-        /// Longest a client may take to send a request's headers (and an idle keep-alive
-        /// connection may wait for its next request) before the connection is closed.
+            "Dockerflow version object served by `__version__`; missing falls back to build-time values"),
+        error_endpoint_token: Option<Secret> = var("ERROR_ENDPOINT_TOKEN", Web, Kind::Text, None, "a-long-random-string",
+            "enables `GET /__error__` for requests whose X-Error-Token header carries this value; unset disables the endpoint").secret(),
         #[serde(serialize_with = "serialize_ms")]
         header_timeout: Duration = var("HEADER_TIMEOUT_MS", Web, Kind::Millis { min: 100, max: 120_000 }, Some("10000"), "10000",
             "a connection that has not sent a whole request head within this time (or idles this long between requests) is closed"),
-        /// Longest a request body may go without delivering a byte before the request is refused.
         #[serde(serialize_with = "serialize_ms")]
         body_timeout: Duration = var("BODY_TIMEOUT_MS", Web, Kind::Millis { min: 100, max: 120_000 }, Some("10000"), "10000",
             "a submission whose body sends no byte for this long gets 503 with Retry-After; the whole request is also limited to 30 s"),
-        /// Connections served at once; more wait in the kernel's accept queue.
         max_connections: usize = var("MAX_CONNECTIONS", Web, Kind::Int { min: 16, max: 1_000_000 }, Some("2048"), "2048",
             "client connections served at once; further connections wait in the kernel's accept queue"),
-        /// Submission body bytes held in memory at once, declared or read; past it, 503 at once.
         max_inflight_bytes: usize = var("MAX_INFLIGHT_BYTES", Web, Kind::Int { min: 1 << 20, max: 16 << 30 }, Some("67108864"), "67108864",
             "submission body bytes held at once (declared by Content-Length, or read so far when chunked); past it a submission gets 503 with Retry-After at once; at least MAX_BODY_BYTES"),
-        /// Submissions in progress at once; past it, 503 at once.
         max_inflight_requests: usize = var("MAX_INFLIGHT_REQUESTS", Web, Kind::Int { min: 1, max: 1_000_000 }, Some("1024"), "1024",
             "submissions in progress at once; past it a submission gets 503 with Retry-After at once"),
-        /// Also speak HTTP/2 without TLS (h2c) on the web port.
         http2_cleartext: bool = var("HTTP2_CLEARTEXT", Web, Kind::Bool, Some("false"), "true",
             "also accept HTTP/2 without TLS (h2c, prior knowledge) on PORT; off, the HTTP/2 preface gets the connection closed and `Upgrade: h2c` is ignored"),
-        /// Browser origins allowed to submit.
         cors: CorsOrigins = var("CORS_ALLOWED_ORIGINS", Web, Kind::Origins, Some("*"), "https://app.example.com,https://example.org",
             "origins whose browser pages may submit to /submit: `*` (any), or a comma-separated list of `scheme://host[:port]`; a request whose Origin header is not allowed gets 403; requests without Origin (SDKs, servers) are unaffected"),
-        /// How long a browser may cache a preflight answer.
         #[serde(serialize_with = "serialize_ms")]
         cors_max_age: Duration = var("CORS_MAX_AGE_MS", Web, Kind::Millis { min: 0, max: 86_400_000 }, Some("86400000"), "86400000",
             "how long a browser may reuse a /submit preflight answer (Access-Control-Max-Age, in whole seconds)"),
-        /// When set, the canary namespace takes only requests carrying this token.
-        canary_token: Option<Secret> = secret(var("CANARY_TOKEN", Both, Kind::Text, None, "another-long-random-string",
-            "when set, the `wharf-canary` namespace accepts only submissions whose X-Canary-Token header carries it, and `wharf canary` sends it; unset, that namespace is treated like any other")),
+        canary_token: Option<Secret> = var("CANARY_TOKEN", Both, Kind::Text, None, "another-long-random-string",
+            "when set, the `wharf-canary` namespace accepts only submissions whose X-Canary-Token header carries it, and `wharf canary` sends it; unset, that namespace is treated like any other").secret(),
         ;
+        /// The `DEBUG_VIEW_*` variables; the view is off unless `DEBUG_VIEW_TOKEN` is set.
         debug_view: DebugViewSettings,
     }
 }
@@ -271,16 +272,12 @@ settings! {
 settings! {
     /// The live debug view: documents tagged `X-Debug-ID`, kept per tag in capped Redis streams.
     pub struct DebugViewSettings {
-        /// The view is on only when this is set.
-        token: Option<Secret> = secret(var("DEBUG_VIEW_TOKEN", Web, Kind::Text, None, "a-third-long-random-string",
-            "enables the live debug view at /debug/ for whoever presents this token (login form or `Authorization: Bearer`); unset, /debug/ answers 404 and nothing is kept")),
-        /// Documents kept per tag.
+        token: Option<Secret> = var("DEBUG_VIEW_TOKEN", Web, Kind::Text, None, "a-third-long-random-string",
+            "enables the live debug view at /debug/ for whoever presents this token (login form or `Authorization: Bearer`); unset, /debug/ answers 404 and nothing is kept").secret(),
         max_entries: usize = var("DEBUG_VIEW_MAX_ENTRIES", Web, Kind::Int { min: 1, max: 1_000 }, Some("50"), "50",
             "documents kept per X-Debug-ID tag for the debug view, newest first"),
-        /// Tags listed at once.
         max_tags: usize = var("DEBUG_VIEW_MAX_TAGS", Web, Kind::Int { min: 1, max: 1_000 }, Some("20"), "20",
             "X-Debug-ID tags the debug view lists at once; the least recently seen beyond it are dropped"),
-        /// A tag's documents expire this long after its last submission.
         #[serde(serialize_with = "serialize_ms")]
         ttl: Duration = var("DEBUG_VIEW_TTL_MS", Web, Kind::Millis { min: 60_000, max: 604_800_000 }, Some("3600000"), "3600000",
             "a tag's documents are deleted this long after its last submission"),
@@ -299,13 +296,10 @@ settings! {
             "a batch is flushed when its oldest document is this old"),
         max_open_batches: usize = var("MAX_OPEN_BATCHES", Worker, Kind::Int { min: 1, max: 10_000 }, Some("64"), "64",
             "most batches open at once; opening one more flushes the oldest"),
-        /// Entries one `XREADGROUP` takes from each shard.
         fetch_size: usize = var("WORKER_FETCH_SIZE", Worker, Kind::Int { min: 1, max: 10_000 }, Some("500"), "500",
             "entries one XREADGROUP takes from each shard"),
-        /// Documents a worker holds at once (fetched, in open batches or being uploaded).
         max_held_documents: usize = var("WORKER_MAX_HELD_DOCUMENTS", Worker, Kind::Int { min: 1, max: 1_000_000 }, Some("5000"), "5000",
             "documents a worker holds at once, fetched, batched or uploading; at the limit it flushes its biggest batch and fetches no more"),
-        /// Body bytes a worker holds at once; one more fetch may go over it.
         max_held_bytes: usize = var("WORKER_MAX_HELD_BYTES", Worker, Kind::Int { min: 1 << 20, max: 1 << 34 }, Some("67108864"), "67108864",
             "body bytes a worker holds at once; one more fetch may go over it"),
         #[serde(serialize_with = "serialize_ms")]
@@ -319,7 +313,6 @@ settings! {
         #[serde(serialize_with = "serialize_ms")]
         refusal_grace: Duration = var("S3_REFUSAL_GRACE_MS", Worker, Kind::Millis { min: 0, max: 86_400_000 }, Some("300000"), "300000",
             "how long S3 must refuse a batch (AccessDenied, invalid request) before refusals count toward MAX_ATTEMPTS; transient errors never count"),
-        /// How long a landed document's docId stays in the ledger; zero turns deduplication off.
         #[serde(serialize_with = "serialize_ms")]
         dedup_window: Duration = var("DEDUP_WINDOW_MS", Worker, Kind::Millis { min: 0, max: 604_800_000 }, Some("3600000"), "3600000",
             "a document (same docId and body) landed within this window is not written again; the docId ledger in Redis holds about 230 bytes per document in the window (230 MB per million); 0 turns it off"),
@@ -327,8 +320,9 @@ settings! {
             "compression of the NDJSON objects: `gzip` (`.ndjson.gz`) or `zstd` (`.ndjson.zst`)"),
         #[serde(serialize_with = "serialize_ms")]
         liveness_ttl: Duration = var("LIVENESS_TTL_MS", Worker, Kind::Millis { min: 1_000, max: 600_000 }, Some("15000"), "15000",
-            "TTL of the liveness record each worker publishes for __heartbeat__, by the Redis clock"),
+            "TTL of the liveness record each worker publishes for `__heartbeat__`, by the Redis clock"),
         ;
+        /// The `S3_*` variables: bucket, key prefix and endpoint.
         s3: S3Settings,
     }
 }
@@ -336,8 +330,8 @@ settings! {
 settings! {
     /// The bucket the worker writes to (and `wharf canary` and `wharf landed` read).
     pub struct S3Settings {
-        bucket: String = required(var("S3_BUCKET", Worker, Kind::Text, None, "com-example-dev-us-west-2-wharf",
-            "bucket the worker writes batches to"), Required::ForS3),
+        bucket: String = var("S3_BUCKET", Worker, Kind::Text, None, "com-example-dev-us-west-2-wharf",
+            "bucket the worker writes batches to").required(Required::ForS3),
         prefix: String = var("S3_PREFIX", Worker, Kind::Text, Some(""), "landing/", "prefix of every object key"),
         #[serde(serialize_with = "serialize_redacted_url")]
         endpoint_url: Option<String> = var("S3_ENDPOINT_URL", Worker, Kind::Url, None, "http://s3:9000",
@@ -386,21 +380,27 @@ fn serialize_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Er
 /// One misconfigured variable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// The variable's name (`environment` when the environment itself is unreadable).
     pub variable: String,
+    /// What is wrong, phrased to follow the name: "is required but not set".
     pub message: String,
+    /// An example of a valid value, shown as `NAME=example` after the message.
     pub example: String,
 }
 
 /// Everything wrong with the configuration, reported at once.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// Every variable that is missing, malformed, out of bounds or at odds with another.
     #[error("invalid configuration ({} problem{}):\n{}", .0.len(), if .0.len() == 1 { "" } else { "s" }, format_problems(.0))]
     Invalid(Vec<Problem>),
+    /// `CONFIG_URL` is set but its document could not be used; no variable was checked.
     #[error("CONFIG_URL could not be used: {0}")]
     ConfigUrl(#[from] ConfigUrlError),
 }
 
 impl ConfigError {
+    /// The problems, one per variable at fault; none for a `CONFIG_URL` failure.
     pub fn problems(&self) -> &[Problem] {
         match self {
             ConfigError::Invalid(p) => p,

@@ -32,8 +32,11 @@ pub struct TelemetryGuard {
 /// Errors setting telemetry up.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
+    /// `LOG_LEVEL` (the directive, then the parser's complaint) is not a filter; loading the
+    /// settings already refuses one, so only settings built some other way get here.
     #[error("LOG_LEVEL `{0}` is not a valid tracing filter: {1}")]
     Filter(String, String),
+    /// [`init`] was already called in this process, or something else installed a subscriber.
     #[error("a global tracing subscriber is already installed")]
     AlreadyInstalled,
 }

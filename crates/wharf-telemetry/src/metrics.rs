@@ -116,6 +116,8 @@ impl BoundedTag {
     /// The value sent for every value past the first `max`.
     pub const OTHER: &'static str = "other";
 
+    /// A tag that passes on the first `max` distinct values; the bound holds per instance, so
+    /// keep one for the life of the process.
     pub fn new(max: usize) -> Self {
         Self {
             seen: std::sync::Mutex::new(std::collections::HashSet::new()),
