@@ -270,6 +270,12 @@ pub async fn ping(conn: &mut Redis) -> Result<(), QueueError> {
     Ok(())
 }
 
+/// Runs `cmd` for its effect alone, discarding whatever it replies; an error reply still fails.
+pub(crate) async fn run(conn: &mut Redis, cmd: &Cmd) -> Result<(), QueueError> {
+    let _: () = cmd.query_async(conn).await?;
+    Ok(())
+}
+
 /// A connection for blocking reads (`XREADGROUP ... BLOCK`): its response timeout is the block
 /// time plus the usual timeout, so an idle read is never mistaken for an outage.
 pub fn connect_blocking(settings: &RedisSettings, block: Duration) -> Result<Redis, QueueError> {

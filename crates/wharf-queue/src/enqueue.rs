@@ -47,14 +47,20 @@ impl Default for GroupCommitLimits {
 /// Why one submission could not be enqueued.
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
+    /// A [`QueueError`] of this submission alone, for callers that convert with `?`: the enqueuer
+    /// itself reports every failed round trip as [`EnqueueError::Group`], even a group of one.
     #[error(transparent)]
     Queue(#[from] QueueError),
     /// The pipeline carrying this submission failed; every submission in it gets this error.
     #[error("pipeline of {jobs} submissions failed: {source}")]
     Group {
+        /// Submissions the failed pipeline carried, this one included.
         jobs: usize,
+        /// The pipeline's error, shared by every submission it carried.
         source: Arc<QueueError>,
     },
+    /// No answer came: the group commit task, or the push carrying this submission, ended without
+    /// one (a runtime shutting down), so whether Redis has the submission is unknown.
     #[error("the group committer has stopped")]
     Stopped,
 }
@@ -72,14 +78,19 @@ type Placed = Result<EntryId, (usize, Arc<QueueError>)>;
 /// `WAIT` after each pipeline: how many replicas, and for how long.
 #[derive(Debug, Clone, Copy)]
 pub struct Replication {
+    /// Replicas that must hold each write: the `N` of `WAIT N t` (`REDIS_MIN_REPLICAS_ACK`).
     pub replicas: u8,
+    /// How long `WAIT` may block, sent as whole milliseconds (half `REDIS_TIMEOUT_MS` in the web
+    /// role); fewer replicas by then fails the push with [`QueueError::NotReplicated`].
     pub timeout: std::time::Duration,
 }
 
 /// Where an enqueued submission landed: its shard and its stream entry id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryId {
+    /// The shard whose stream took it, from the docId.
     pub shard: Shard,
+    /// The stream entry id `XADD *` returned, `<ms>-<seq>` by the Redis server's clock.
     pub id: String,
 }
 
@@ -95,6 +106,8 @@ pub struct Enqueuer {
 }
 
 impl Enqueuer {
+    /// Spreads submissions over `shards` shard streams (at least one), one round trip per call,
+    /// with no replica confirmation until [`Enqueuer::with_replication`].
     pub fn new(conn: Redis, shards: u16) -> Self {
         Self {
             conn,

@@ -29,15 +29,20 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// Where the submission was addressed, parsed from its URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
+    /// The first path segment after `/submit/`: the application or pipeline namespace.
     pub namespace: String,
+    /// The document type: the segment after the namespace (after the docId for telemetry).
     pub doc_type: String,
+    /// The schema version of the document; `unversioned` for telemetry, whose paths carry none.
     pub doc_version: String,
+    /// The document's UUID (hyphenated); it also picks the shard ([`crate::Shard::for_doc`]).
     pub doc_id: String,
 }
 
 /// One accepted submission, as it travels from web to worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Submission {
+    /// Where it was addressed, stored as the `r` field.
     pub route: Route,
     /// Edge-spec message attributes; absent headers are absent keys, never empty strings.
     pub attributes: BTreeMap<String, String>,
@@ -48,23 +53,34 @@ pub struct Submission {
 /// Why a stream entry cannot be a submission; the entry goes to dead letters with this reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Poison {
+    /// A field this version requires (`v`, `r`, `at` or `body`) is absent; holds its name.
     #[error("field `{0}` is missing")]
     Missing(&'static str),
+    /// `v` or `r`, which must be text, holds other bytes; holds the field's name.
     #[error("field `{0}` is not UTF-8")]
     NotUtf8(&'static str),
+    /// `v` is not [`SCHEMA_VERSION`]: written by a newer (or older) web node. Holds at most its
+    /// first 16 characters.
     #[error("schema version `{0}` is not {SCHEMA_VERSION}; a worker that knows it must read it (redrive after upgrading)")]
     Version(String),
+    /// `at` does not parse as a JSON object of strings; holds the parser's message.
     #[error("attributes are not a JSON object of strings: {0}")]
     Attributes(String),
+    /// A known field comes more than once, so which value counts would be a guess; holds its name.
     #[error("field `{0}` appears twice")]
     Duplicate(String),
+    /// Redis gave no list of name/value pairs for the entry (missing, odd in length, or holding
+    /// something other than strings): [`crate::streams::RawEntry::fields`] is `None`.
     #[error("the entry has an odd number of field names and values")]
     Shape,
+    /// `r` is not four non-empty parts joined by '/'; holds at most its first 200 characters.
     #[error("route `{0}` is not namespace/docType/docVersion/docId")]
     Route(String),
 }
 
 impl Submission {
+    /// A submission of `body` as received, with its attributes, addressed to `route`. Nothing is
+    /// checked here: [`Submission::xadd`] refuses a route it could not store.
     pub fn new(route: Route, attributes: BTreeMap<String, String>, body: Bytes) -> Self {
         Self {
             route,
@@ -215,6 +231,21 @@ mod tests {
             .collect()
     }
 
+    /// `fields` with field `name`'s value replaced by `value`.
+    fn with_value(
+        fields: &[(Vec<u8>, Vec<u8>)],
+        name: &[u8],
+        value: &[u8],
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut changed = fields.to_vec();
+        for (k, v) in &mut changed {
+            if k.as_slice() == name {
+                *v = value.to_vec();
+            }
+        }
+        changed
+    }
+
     #[test]
     fn round_trips_arbitrary_bytes() {
         let body: Vec<u8> = (0..=255u8).collect();
@@ -229,17 +260,16 @@ mod tests {
         let sub = Submission::new(route(), BTreeMap::new(), Bytes::from_static(b"x"));
         let good = fields_of(&sub);
 
-        let mut newer = good.clone();
-        newer[0].1 = b"3".to_vec();
-        assert!(matches!(Submission::decode(newer), Err(Poison::Version(_))));
+        assert!(matches!(
+            Submission::decode(with_value(&good, b"v", b"3")),
+            Err(Poison::Version(_))
+        ));
 
         let missing: Vec<_> = good.iter().filter(|(k, _)| k != b"body").cloned().collect();
         assert_eq!(Submission::decode(missing), Err(Poison::Missing("body")));
 
-        let mut bad_at = good.clone();
-        bad_at[2].1 = b"{\"a\": 1}".to_vec();
         assert!(matches!(
-            Submission::decode(bad_at),
+            Submission::decode(with_value(&good, b"at", br#"{"a": 1}"#)),
             Err(Poison::Attributes(_))
         ));
 
@@ -250,10 +280,8 @@ mod tests {
             Err(Poison::Duplicate(_))
         ));
 
-        let mut short_route = good.clone();
-        short_route[1].1 = b"ns/t/1".to_vec();
         assert!(matches!(
-            Submission::decode(short_route),
+            Submission::decode(with_value(&good, b"r", b"ns/t/1")),
             Err(Poison::Route(_))
         ));
 

@@ -42,7 +42,9 @@ impl NodeMemory {
 /// The fullest master's memory, for admission and `__heartbeat__`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryUse {
+    /// That master's `used_memory`, bytes.
     pub used: u64,
+    /// That master's `maxmemory`, bytes; never 0 (a master without a limit is never the fullest).
     pub max: u64,
 }
 

@@ -20,18 +20,33 @@ pub use stats::QueueStats;
 /// Errors talking to the queue.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
+    /// A Redis command failed: the connection, a timeout, or an error reply.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The attributes could not be encoded as JSON for the entry's `at` field.
     #[error("entry encoding: {0}")]
     Encode(#[from] serde_json::Error),
+    /// Not written: a route part is empty or holds '/', so the `r` field could not be split back
+    /// into the four parts. Holds the route joined with '/'.
     #[error("route `{0}`: a part is empty or holds '/'")]
     Route(String),
     /// `WAIT` confirmed fewer replicas than `REDIS_MIN_REPLICAS_ACK` within its timeout.
     #[error("write reached {reached} of the {wanted} replica(s) REDIS_MIN_REPLICAS_ACK asks for")]
-    NotReplicated { wanted: u8, reached: i64 },
+    NotReplicated {
+        /// Replicas asked for: `REDIS_MIN_REPLICAS_ACK`.
+        wanted: u8,
+        /// Replicas `WAIT` counted; 0 when it gave no count, or when a cluster master no longer
+        /// held the write (a failover between the `XADD` and the `WAIT`).
+        reached: i64,
+    },
     /// Redis may evict keys, so queued documents could vanish; see [`health::check_eviction`].
     #[error("Redis maxmemory-policy is `{policy}` (on {node}): under memory pressure Redis would silently delete queued documents. Set maxmemory-policy to noeviction (on ElastiCache, in the cluster's parameter group), or set REDIS_ALLOW_EVICTION_DATA_LOSS=true to start anyway and accept that loss")]
-    EvictionPolicy { policy: String, node: String },
+    EvictionPolicy {
+        /// The node's `maxmemory_policy`, as `INFO memory` reports it.
+        policy: String,
+        /// Which node: `the Redis server`, or `master <i> of <n> in the cluster`.
+        node: String,
+    },
 }
 
 impl QueueError {

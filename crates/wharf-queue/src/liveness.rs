@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use redis::Script;
 
-use crate::connection::Redis;
+use crate::connection::{run, Redis};
 use crate::keys::LIVENESS_KEY;
 use crate::QueueError;
 
@@ -49,12 +49,7 @@ pub async fn publish(conn: &mut Redis, worker: &str, ttl: Duration) -> Result<()
 
 /// Removes `worker`'s record, for a clean shutdown.
 pub async fn withdraw(conn: &mut Redis, worker: &str) -> Result<(), QueueError> {
-    let _: () = redis::cmd("ZREM")
-        .arg(LIVENESS_KEY)
-        .arg(worker)
-        .query_async(conn)
-        .await?;
-    Ok(())
+    run(conn, redis::cmd("ZREM").arg(LIVENESS_KEY).arg(worker)).await
 }
 
 /// How many workers are live now (Redis time).

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use redis::{Script, Value};
 
-use crate::connection::Redis;
+use crate::connection::{run, Redis};
 use crate::keys::{Shard, GROUP, SHARDS_KEY};
 use crate::QueueError;
 
 /// One stream entry as Redis returned it, fields still raw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawEntry {
+    /// The shard whose stream (`wharf:{<n>}:submissions`, or its dead letters) held it.
     pub shard: Shard,
     /// The stream entry id, `<ms>-<seq>` by the Redis server's clock.
     pub id: String,
@@ -54,12 +55,7 @@ pub async fn ensure_groups(conn: &mut Redis, shards: &[Shard]) -> Result<(), Que
 /// `QUEUE_SHARDS` is smaller.
 pub async fn register_shards(conn: &mut Redis, count: u16) -> Result<(), QueueError> {
     let members: Vec<u16> = (0..count.max(1)).collect();
-    let _: () = redis::cmd("SADD")
-        .arg(SHARDS_KEY)
-        .arg(members)
-        .query_async(conn)
-        .await?;
-    Ok(())
+    run(conn, redis::cmd("SADD").arg(SHARDS_KEY).arg(members)).await
 }
 
 /// Shards `0..configured` and every shard a web node registered, in order.
@@ -97,6 +93,8 @@ impl KnownShards {
         }
     }
 
+    /// The shards as last read, sorted and without repeats; `0..configured` until the first
+    /// successful [`KnownShards::refresh`].
     pub fn current(&self) -> &[Shard] {
         &self.shards
     }
@@ -287,18 +285,19 @@ pub async fn hand_back(
     if ids.is_empty() {
         return Ok(());
     }
-    let _: Value = redis::cmd("XCLAIM")
-        .arg(shard.stream())
-        .arg(GROUP)
-        .arg(consumer)
-        .arg(0)
-        .arg(ids)
-        .arg("IDLE")
-        .arg(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX))
-        .arg("JUSTID")
-        .query_async(conn)
-        .await?;
-    Ok(())
+    run(
+        conn,
+        redis::cmd("XCLAIM")
+            .arg(shard.stream())
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(0)
+            .arg(ids)
+            .arg("IDLE")
+            .arg(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX))
+            .arg("JUSTID"),
+    )
+    .await
 }
 
 /// KEYS[1] = a shard stream, ARGV[1] = the group, ARGV[2..] = entry ids: acknowledges and

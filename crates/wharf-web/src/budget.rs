@@ -25,6 +25,9 @@ pub struct InflightBudget {
 }
 
 impl InflightBudget {
+    /// Room for `max_requests` submissions (`MAX_INFLIGHT_REQUESTS`) and `max_bytes` body bytes
+    /// (`MAX_INFLIGHT_BYTES`, rounded up to whole KiB, at least 8 KiB), an eighth of the bytes
+    /// reserved for bodies up to [`SMALL_BODY_BYTES`].
     pub fn new(max_requests: usize, max_bytes: usize) -> Self {
         let units = max_bytes.div_ceil(UNIT).max(8);
         let reserve = units / 8;

@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use cadence::{CountedExt, StatsdClient};
 use wharf_settings::CorsOrigins;
 
+use crate::middleware::insert_static_headers;
 use crate::rejection::Rejection;
 use crate::routes::submit::declares_body;
 
@@ -53,6 +54,8 @@ enum Origin {
 }
 
 impl Cors {
+    /// `max_age` (`CORS_MAX_AGE_MS`) is sent in whole seconds, rounded down; `metrics` counts
+    /// submissions refused for their origin as `submission.rejected` (preflights are not counted).
     pub fn new(origins: CorsOrigins, max_age: Duration, metrics: Arc<StatsdClient>) -> Self {
         Self {
             origins,
@@ -147,13 +150,12 @@ pub async fn gate(State(cors): State<Arc<Cors>>, request: Request<Body>, next: N
 fn preflight(cors: &Cors) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static(ALLOWED_METHODS),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static(ALLOWED_HEADERS),
+    insert_static_headers(
+        headers,
+        [
+            (header::ACCESS_CONTROL_ALLOW_METHODS, ALLOWED_METHODS),
+            (header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOWED_HEADERS),
+        ],
     );
     headers.insert(header::ACCESS_CONTROL_MAX_AGE, cors.max_age.clone());
     response

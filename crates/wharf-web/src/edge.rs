@@ -164,11 +164,18 @@ const CLIENT_IP_ATTRIBUTES: &[&str] = &["remote_addr", "x_forwarded_for"];
 
 /// What the attributes are built from.
 pub struct RequestMeta<'a> {
+    /// Stored as `method`.
     pub method: &'a Method,
+    /// Its path is stored as `uri` and its query, when not empty, as `args`.
     pub uri: &'a Uri,
+    /// Stored as `protocol`, e.g. `HTTP/1.1`.
     pub version: Version,
+    /// The known edge-spec headers among them become attributes; others are ignored.
     pub headers: &'a HeaderMap,
+    /// The TCP peer, stored as `remote_addr` (its IP only) unless `DROP_CLIENT_IP`; `None` when
+    /// the server did not record it.
     pub peer: Option<SocketAddr>,
+    /// When the request arrived, stored as `submission_timestamp` to the microsecond (UTC).
     pub received_at: chrono::DateTime<chrono::Utc>,
 }
 

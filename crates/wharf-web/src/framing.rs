@@ -80,6 +80,8 @@ pub struct Scanner {
 }
 
 impl Scanner {
+    /// A scanner expecting a request head first, recording ambiguous requests into `ambiguous`
+    /// (shared with whoever serves the connection's requests).
     pub fn new(ambiguous: Ambiguous) -> Self {
         Self {
             state: State::Head(Vec::new()),
@@ -227,6 +229,7 @@ pub struct Watched<S> {
 }
 
 impl<S> Watched<S> {
+    /// Wraps `inner` (a client connection); ambiguous requests it reads go into `ambiguous`.
     pub fn new(inner: S, ambiguous: Ambiguous) -> Self {
         Self {
             inner,

@@ -15,8 +15,13 @@ use wharf_queue::Redis;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
+    /// The check passed.
     Ok,
+    /// Worth a look, but `__heartbeat__` still answers 200: every web node shares the Redis, so a
+    /// queue-wide condition must not take them all out of the load balancer.
     Warning,
+    /// Redis refuses writes, or a check's Redis call failed or timed out: `__heartbeat__` answers
+    /// 500, so the load balancer stops sending this node submissions it would refuse.
     Error,
 }
 
@@ -33,16 +38,23 @@ impl Level {
 /// The body of `__heartbeat__`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The worst level among the checks; `error` makes the answer 500.
     pub status: Level,
+    /// Each check's level, by name: `redis`, `redis_memory`, `queue_depth`, `dead_letters`,
+    /// `workers`.
     pub checks: BTreeMap<&'static str, Level>,
+    /// Per check, a JSON object with its figures or a `message` saying what failed.
     pub details: BTreeMap<&'static str, serde_json::Value>,
 }
 
 /// Thresholds the checks compare against.
 #[derive(Debug, Clone, Copy)]
 pub struct Thresholds {
+    /// `QUEUE_DEPTH_WARNING`: a backlog from here on makes `queue_depth` a warning.
     pub depth_warning: u64,
+    /// `MAX_QUEUE_DEPTH`: shown as `refusing_at`, the backlog from which submissions get 507.
     pub max_depth: u64,
+    /// `REDIS_TIMEOUT_MS`: the longest each Redis step of a run may take before its check fails.
     pub redis_timeout: Duration,
     /// `QUEUE_SHARDS`: the statistics cover these and every shard a web node registered.
     pub shards: u16,
@@ -60,6 +72,8 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
+    /// Checks run on `conn`, and a report is reused for `cache_for` (`HEARTBEAT_CACHE_MS`); each
+    /// run counts its checks' levels as `heartbeat.check` on `metrics`.
     pub fn new(
         conn: Redis,
         thresholds: Thresholds,

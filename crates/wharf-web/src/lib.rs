@@ -53,13 +53,19 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Errors starting or running the web role.
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
+    /// `HOST:PORT` could not be bound (in use, or not an address of this host).
     #[error("could not listen on {addr}: {source}")]
     Bind {
+        /// `HOST:PORT` as configured.
         addr: String,
+        /// Why the bind failed.
         source: std::io::Error,
     },
+    /// Redis settings that cannot make a connection, or a Redis the start-up probe refused to
+    /// run on (an eviction policy that could lose documents).
     #[error("redis configuration: {0}")]
     Redis(#[from] wharf_queue::QueueError),
+    /// The serving task ended abnormally (it panicked or was cancelled); holds its join error.
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
@@ -155,6 +161,7 @@ impl WebApp {
         })
     }
 
+    /// The address actually bound: with `PORT=0`, where to find the port the system picked.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }

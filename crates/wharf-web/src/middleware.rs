@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, State};
-use axum::http::{header, HeaderValue, Method, Request, Version};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Version};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cadence::{CountedExt, StatsdClient, Timed};
@@ -125,6 +125,16 @@ pub async fn summarize(
         .with_tag("status", status.as_str())
         .send();
     response
+}
+
+/// Sets each header to its fixed value, replacing any value a handler gave it.
+pub(crate) fn insert_static_headers(
+    headers: &mut HeaderMap,
+    pairs: impl IntoIterator<Item = (HeaderName, &'static str)>,
+) {
+    for (name, value) in pairs {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
 }
 
 fn header_text(value: Option<&HeaderValue>) -> Cow<'_, str> {

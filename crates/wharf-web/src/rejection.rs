@@ -9,30 +9,54 @@ pub const RETRY_AFTER_SECONDS: u64 = 30;
 /// A refused request. Every variant answers with a short plain-text reason.
 #[derive(Debug, thiserror::Error)]
 pub enum Rejection {
+    /// 400: a malformed path part, an unparsable `Content-Length`, or ambiguous framing; holds
+    /// the message sent.
     #[error("{0}")]
     BadRequest(String),
+    /// 404: not a submission URL for its namespace, or a namespace not accepted here
+    /// (`ALLOWED_NAMESPACES`, `CANARY_TOKEN`); holds the message sent.
     #[error("{0}")]
     NotFound(&'static str),
+    /// 400: a header stored as an attribute is not UTF-8; holds the header's name.
     #[error("header {0} is not valid UTF-8")]
     HeaderNotUtf8(&'static str),
+    /// 411: neither `Content-Length` nor chunked `Transfer-Encoding`.
     #[error("Content-Length is required (or use chunked transfer encoding)")]
     LengthRequired,
+    /// 413: the body, declared or as read so far, is over `MAX_BODY_BYTES`.
     #[error("body larger than {limit} bytes")]
-    PayloadTooLarge { limit: usize },
+    PayloadTooLarge {
+        /// `MAX_BODY_BYTES`.
+        limit: usize,
+    },
+    /// 414: the path and query are longer than `MAX_PATH_BYTES`.
     #[error("request path longer than {limit} bytes")]
-    UriTooLong { limit: usize },
+    UriTooLong {
+        /// `MAX_PATH_BYTES`.
+        limit: usize,
+    },
+    /// 507 with `Retry-After`: the last sampled queue backlog is at or over `MAX_QUEUE_DEPTH`.
     #[error("queue is full, retry later")]
     QueueFull,
+    /// 507 with `Retry-After`: the fullest Redis master, with what was admitted since it was
+    /// sampled, is at or over `REDIS_MEMORY_HIGH_WATER_PERCENT` of its `maxmemory`.
     #[error("queue storage is nearly full, retry later")]
     MemoryFull,
+    /// 503 with `Retry-After`: the entry may be on the primary, but fewer replicas than
+    /// `REDIS_MIN_REPLICAS_ACK` confirmed it in time, so a retry may store a duplicate.
     #[error("queue replicas did not confirm in time, retry later")]
     NotReplicated,
+    /// 503 with `Retry-After`: Redis failed or did not answer the enqueue within twice
+    /// `REDIS_TIMEOUT_MS`.
     #[error("queue unavailable, retry later")]
     QueueUnavailable,
+    /// 400: reading the body failed (the connection broke, or its chunked coding was malformed).
     #[error("could not read the request body")]
     BodyRead,
+    /// 503 with `Retry-After`: `MAX_INFLIGHT_REQUESTS` or `MAX_INFLIGHT_BYTES` is used up.
     #[error("too many submissions in flight, retry later")]
     Overloaded,
+    /// 503 with `Retry-After`: no body byte arrived for `BODY_TIMEOUT_MS`.
     #[error("the request body stopped arriving, retry later")]
     BodyTimeout,
     /// A browser page whose origin is not in `CORS_ALLOWED_ORIGINS`.
@@ -41,6 +65,8 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// The status this refusal answers with; 503 and 507 also get `Retry-After` from
+    /// [`retry_after_when_unavailable`].
     pub fn status(&self) -> StatusCode {
         match self {
             Rejection::BadRequest(_) | Rejection::HeaderNotUtf8(_) | Rejection::BodyRead => {

@@ -30,8 +30,12 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// How connections are served.
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
+    /// `HEADER_TIMEOUT_MS`: HTTP/1 connections that take longer to send a request head (or idle
+    /// longer between requests) are closed.
     pub header_timeout: Duration,
+    /// `MAX_CONNECTIONS`: connections served at once; further clients wait in the accept queue.
     pub max_connections: usize,
+    /// `HTTP2_CLEARTEXT`: also serve HTTP/2 with prior knowledge; off, HTTP/1 only.
     pub http2_cleartext: bool,
 }
 

@@ -15,9 +15,13 @@ const _: () = assert!(
 /// The fields Dockerflow's version object requires.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct VersionInfo {
+    /// URL of the source repository (the workspace's `repository` when built in).
     pub source: String,
+    /// The release: the crate version when built in.
     pub version: String,
+    /// The git commit: when built in, `WHARF_GIT_COMMIT` at compile time, or `unknown`.
     pub commit: String,
+    /// A link to the CI build that made the image; empty when built in.
     pub build: String,
 }
 

@@ -16,6 +16,7 @@ const MAX_HEX_BYTES: usize = 16 * 1024;
 pub struct BodyView {
     /// `json`, `text` or `hex`.
     pub kind: &'static str,
+    /// What to show: indented JSON, the text, or a hex dump of at most 16 KiB of the body.
     pub text: String,
     /// The body was gzip and is shown inflated.
     pub gzip: bool,

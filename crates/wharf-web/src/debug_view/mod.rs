@@ -21,7 +21,7 @@ mod read;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{header, HeaderValue};
+use axum::http::header;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
@@ -30,6 +30,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use wharf_queue::Redis;
 use wharf_settings::{DebugViewSettings, Secret};
+
+use crate::middleware::insert_static_headers;
 
 pub use body::{decode, BodyView, MAX_DECODED_BYTES};
 pub use keep::{DebugCopy, MAX_KEPT_BODY_BYTES};
@@ -124,21 +126,16 @@ pub fn routes<S: Clone + Send + Sync + 'static>(view: Arc<DebugView>) -> Router<
 /// Headers on every `/debug` answer: the content security policy, no MIME sniffing, never
 /// cached (pages hold submitted data), no referrer leaving the view, no framing.
 async fn protect(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    insert_static_headers(
+        response.headers_mut(),
+        [
+            (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+        ],
     );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
 }
 

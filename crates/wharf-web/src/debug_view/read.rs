@@ -18,12 +18,19 @@ use super::{is_valid_tag, stream_key, DebugView, TAGS_KEY};
 pub struct EntryView {
     /// The stream entry id: what the page passes back as `after`.
     pub id: String,
+    /// When the web node received it, milliseconds since the epoch; 0 when missing or garbled.
     pub received_ms: i64,
+    /// The route's namespace, as in the submission URL; empty when the field is missing.
     pub namespace: String,
+    /// The route's docType; empty when the field is missing.
     pub doc_type: String,
+    /// The route's docVersion (`unversioned` for telemetry); empty when the field is missing.
     pub doc_version: String,
+    /// The route's docId; empty when the field is missing.
     pub doc_id: String,
+    /// The edge-spec attributes stored with it; empty when missing or not valid JSON.
     pub attributes: BTreeMap<String, String>,
+    /// The kept body (its first [`super::MAX_KEPT_BODY_BYTES`]), decoded for reading.
     pub body: BodyView,
 }
 
