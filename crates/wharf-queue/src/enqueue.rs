@@ -47,10 +47,6 @@ impl Default for GroupCommitLimits {
 /// Why one submission could not be enqueued.
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
-    /// A [`QueueError`] of this submission alone, for callers that convert with `?`: the enqueuer
-    /// itself reports every failed round trip as [`EnqueueError::Group`], even a group of one.
-    #[error(transparent)]
-    Queue(#[from] QueueError),
     /// The pipeline carrying this submission failed; every submission in it gets this error.
     #[error("pipeline of {jobs} submissions failed: {source}")]
     Group {

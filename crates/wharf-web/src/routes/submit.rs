@@ -180,11 +180,10 @@ fn is_not_replicated(e: &wharf_queue::enqueue::EnqueueError) -> bool {
     use wharf_queue::enqueue::EnqueueError;
     use wharf_queue::QueueError;
     match e {
-        EnqueueError::Queue(QueueError::NotReplicated { .. }) => true,
         EnqueueError::Group { source, .. } => {
             matches!(source.as_ref(), QueueError::NotReplicated { .. })
         }
-        _ => false,
+        EnqueueError::Stopped => false,
     }
 }
 
