@@ -88,11 +88,14 @@ async fn main() {
     let metrics = cadence::StatsdClient::from_sink("wharf", cadence::NopMetricSink);
     // Its own thread and runtime, as the binary's `block_on`: rustc cannot prove the worker's
     // future `Send` for `tokio::spawn` (apalis's worker future and a higher-ranked lifetime).
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return eprintln!("worker runtime: {e}"),
+    };
     let worker = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .expect("worker runtime");
         runtime.block_on(wharf_worker::run(settings, metrics, async move {
             let _ = stop_rx.await;
         }))

@@ -11,6 +11,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// Starts at `base`; no delay grows past `cap`.
     pub fn new(base: Duration, cap: Duration) -> Self {
         Self {
             base,
@@ -19,6 +20,8 @@ impl Backoff {
         }
     }
 
+    /// The delay to sleep before the next attempt (up to 25 % shorter than the current step),
+    /// and doubles the step for the one after.
     pub fn next_delay(&mut self) -> Duration {
         let delay = self.current;
         self.current = (self.current * 2).min(self.cap);
@@ -26,6 +29,7 @@ impl Backoff {
         delay.mul_f64(1.0 - jitter as f64 / 1000.0)
     }
 
+    /// Back to `base`, once the retried call succeeds, so the next outage starts with short delays.
     pub fn reset(&mut self) {
         self.current = self.base;
     }

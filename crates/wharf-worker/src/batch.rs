@@ -35,8 +35,11 @@ const ZSTD_LEVEL: i32 = 3;
 /// The group a submission lands in: one S3 prefix per group.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BatchKey {
+    /// The namespace from the submission URL: the first level of the object key.
     pub namespace: String,
+    /// The docType from the submission URL: the second level of the object key.
     pub doc_type: String,
+    /// The docVersion from the submission URL: the third level of the object key.
     pub doc_version: String,
     /// Submission hour, UTC, formatted `YYYY-MM-DD/HH`.
     pub hour: String,
@@ -46,6 +49,7 @@ pub struct BatchKey {
 }
 
 impl BatchKey {
+    /// The key of an ordinary document submitted at `at`, which picks its hour.
     pub fn new(namespace: &str, doc_type: &str, doc_version: &str, at: DateTime<Utc>) -> Self {
         Self {
             namespace: namespace.to_string(),
@@ -106,17 +110,26 @@ pub fn canary_object_key(
 /// Limits that close a batch.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// A batch closes when it holds this many documents (`BATCH_MAX_DOCUMENTS`).
     pub max_documents: usize,
+    /// A batch closes when its bodies, as received, total this many bytes (`BATCH_MAX_BYTES`).
     pub max_bytes: usize,
+    /// A batch closes this long after its earliest arrival (`BATCH_MAX_AGE_MS`).
     pub max_age: Duration,
+    /// Most batches open at once; a document for one more group flushes the oldest
+    /// (`MAX_OPEN_BATCHES`).
     pub max_open: usize,
 }
 
 /// Why a batch was flushed (the `reason` tag of `worker.batch.*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlushReason {
+    /// It reached `BATCH_MAX_DOCUMENTS`, or it holds a canary document, which goes at once.
     Count,
+    /// Its bodies reached `BATCH_MAX_BYTES`.
     Bytes,
+    /// Its earliest document has waited `BATCH_MAX_AGE_MS` (taken-over entries count as having
+    /// waited most of it already).
     Age,
     /// More than `max_open` batches were open: the oldest one goes.
     OpenBatches,
@@ -128,6 +141,7 @@ pub enum FlushReason {
 }
 
 impl FlushReason {
+    /// The `reason` tag value, in snake_case.
     pub fn as_str(self) -> &'static str {
         match self {
             FlushReason::Count => "count",
@@ -146,11 +160,16 @@ pub type EntryRef = (wharf_queue::Shard, String);
 /// A document waiting in a batch, with whatever the caller needs to acknowledge it (`A`).
 #[derive(Debug)]
 pub struct Entry<A> {
+    /// `{shard}/{stream entry id}`: orders the object's lines and determines [`Batch::id`].
     pub task_id: String,
     /// The document's identity for the docId ledger ([`crate::ledger`]).
     pub doc: DocIdentity,
+    /// The NDJSON line, without its newline ([`crate::handler::ndjson_line`]).
     pub line: Vec<u8>,
+    /// Size of the body as received (before base64): what counts toward `BATCH_MAX_BYTES`.
     pub body_bytes: usize,
+    /// Handed back with the closed batch to acknowledge the document: an [`EntryRef`] in the
+    /// worker.
     pub ack: A,
 }
 
@@ -158,7 +177,9 @@ pub struct Entry<A> {
 /// body. A client's retry has both equal; the same docId with another body has only the first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DocIdentity {
+    /// The docId from the submission URL: it names the document's ledger hash.
     pub doc_id: String,
+    /// The route and body digest of [`DocIdentity::new`]; hex-encoded, it is the ledger field.
     pub digest: [u8; 8],
 }
 
@@ -190,9 +211,13 @@ impl DocIdentity {
 /// A closed batch, ready to upload.
 #[derive(Debug)]
 pub struct Batch<A> {
+    /// The group every document in it shares: names its object ([`BatchKey::object_key`]).
     pub key: BatchKey,
+    /// Its documents, in arrival order until [`Batch::encode`] sorts them by task id.
     pub entries: Vec<Entry<A>>,
+    /// The entries' `body_bytes` summed: bodies as received, not the object's size.
     pub body_bytes: usize,
+    /// What closed it: the `reason` tag of `worker.batch.documents` and `worker.batch.bytes`.
     pub reason: FlushReason,
 }
 
@@ -252,6 +277,7 @@ pub struct Batches<A> {
 }
 
 impl<A> Batches<A> {
+    /// No batch open yet; `limits` decide when each one closes.
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
@@ -260,10 +286,12 @@ impl<A> Batches<A> {
         }
     }
 
+    /// Batches open now: at most [`Limits::max_open`].
     pub fn open_count(&self) -> usize {
         self.open.len()
     }
 
+    /// Documents in open batches, not yet handed out for upload.
     pub fn waiting(&self) -> usize {
         self.waiting
     }
@@ -402,6 +430,15 @@ mod tests {
         }
     }
 
+    /// Batches holding one-byte documents `(namespace, task id)`, all arrived at `at`.
+    fn holding(docs: &[(&str, &str)], at: Instant) -> Batches<()> {
+        let mut b = Batches::new(limits());
+        for (ns, id) in docs {
+            b.add(key(ns), entry(id, 1), at);
+        }
+        b
+    }
+
     #[test]
     fn flushes_by_count() {
         let mut b = Batches::new(limits());
@@ -426,9 +463,8 @@ mod tests {
 
     #[test]
     fn flushes_by_age() {
-        let mut b = Batches::new(limits());
         let now = Instant::now();
-        b.add(key("a"), entry("1", 1), now);
+        let mut b = holding(&[("a", "1")], now);
         assert_eq!(b.next_deadline(), Some(now + Duration::from_secs(10)));
         assert!(b.expired(now + Duration::from_secs(9)).is_empty());
         let out = b.expired(now + Duration::from_secs(10));
@@ -438,9 +474,8 @@ mod tests {
 
     #[test]
     fn an_earlier_arrival_brings_the_deadline_forward() {
-        let mut b = Batches::new(limits());
         let now = Instant::now();
-        b.add(key("a"), entry("1", 1), now);
+        let mut b = holding(&[("a", "1")], now);
         let earlier = now - Duration::from_secs(9);
         b.add(key("a"), entry("2", 1), earlier);
         assert_eq!(b.next_deadline(), Some(earlier + Duration::from_secs(10)));
@@ -462,11 +497,7 @@ mod tests {
 
     #[test]
     fn takes_the_biggest_batch_on_demand() {
-        let mut b = Batches::new(limits());
-        let now = Instant::now();
-        b.add(key("a"), entry("1", 1), now);
-        b.add(key("a"), entry("2", 1), now);
-        b.add(key("b"), entry("3", 1), now);
+        let mut b = holding(&[("a", "1"), ("a", "2"), ("b", "3")], Instant::now());
         let out = b.take_biggest(FlushReason::Held).unwrap();
         assert_eq!(out.key, key("a"));
         assert_eq!(out.reason, FlushReason::Held);
@@ -475,15 +506,9 @@ mod tests {
 
     #[test]
     fn batch_id_depends_on_contents_only() {
-        let mut b1 = Batches::new(limits());
-        let mut b2 = Batches::new(limits());
         let now = Instant::now();
-        b1.add(key("a"), entry("x", 1), now);
-        b1.add(key("a"), entry("y", 1), now);
-        b2.add(key("a"), entry("y", 1), now);
-        b2.add(key("a"), entry("x", 1), now);
-        let mut one = b1.drain().remove(0);
-        let mut two = b2.drain().remove(0);
+        let mut one = holding(&[("a", "x"), ("a", "y")], now).drain().remove(0);
+        let mut two = holding(&[("a", "y"), ("a", "x")], now).drain().remove(0);
         assert_eq!(one.id(), two.id());
         for compression in [Compression::Gzip, Compression::Zstd] {
             assert_eq!(

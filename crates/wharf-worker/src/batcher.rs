@@ -79,15 +79,22 @@ pub const MAX_NAMESPACE_TAGS: usize = 100;
 /// How uploads are retried, acknowledged and given up.
 #[derive(Clone)]
 pub struct Delivery {
+    /// Where batches are written; its prefix starts every object key.
     pub sink: S3Sink,
+    /// The objects' encoding (`OUTPUT_COMPRESSION`): their extension and `Content-Encoding`.
     pub compression: Compression,
     /// The docId ledger; `None` when `DEDUP_WINDOW_MS` is 0.
     pub ledger: Option<Ledger>,
     /// Acknowledgements and dead letters (never the reading connection).
     pub conn: Redis,
+    /// Released as batches are acknowledged or dead-lettered; once it is full, the biggest open
+    /// batch is flushed.
     pub held: Held,
+    /// Receives the `s3.put.*`, `worker.batch.*`, `worker.dedup.*` and `worker.entries.*` metrics.
     pub metrics: Arc<StatsdClient>,
+    /// Counted refusals of one batch before its documents are dead-lettered (`MAX_ATTEMPTS`).
     pub max_attempts: u32,
+    /// How long S3 must keep refusing a batch before refusals count (`S3_REFUSAL_GRACE_MS`).
     pub refusal_grace: Duration,
 }
 

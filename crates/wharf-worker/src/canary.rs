@@ -15,14 +15,17 @@ use crate::sink::S3Sink;
 
 /// The reserved namespace canary documents are sent to.
 pub const NAMESPACE: &str = wharf_queue::CANARY_NAMESPACE;
-/// The document type and version of canary documents.
+/// The docType of canary documents: the second level of their object keys.
 pub const DOC_TYPE: &str = "canary";
+/// The docVersion of canary documents: the third level of their object keys.
 pub const DOC_VERSION: &str = "1";
 
 /// What a successful canary found.
 #[derive(Debug, Clone)]
 pub struct CanaryReport {
+    /// The random (UUID v4) docId submitted, also the `canary` value of the document's body.
     pub doc_id: String,
+    /// The key the document was found under; the object has been deleted since.
     pub object_key: String,
     /// From the submission to finding it in S3.
     pub elapsed: Duration,
@@ -31,21 +34,40 @@ pub struct CanaryReport {
 /// Why the canary failed, worded for a deploy pipeline's log.
 #[derive(Debug, thiserror::Error)]
 pub enum CanaryError {
+    /// The web role gave no answer: DNS, connection or TLS trouble, or none within 10 s.
     #[error("submitting to {url} failed: {detail}")]
-    Submit { url: String, detail: String },
+    Submit {
+        /// The full submission URL, `/submit/{NAMESPACE}/{DOC_TYPE}/{DOC_VERSION}/{docId}`.
+        url: String,
+        /// The HTTP client's error.
+        detail: String,
+    },
+    /// The web role answered with an error status instead of accepting the document.
     #[error("the web role answered {status} to {url}: {body}")]
     Rejected {
+        /// The full submission URL, `/submit/{NAMESPACE}/{DOC_TYPE}/{DOC_VERSION}/{docId}`.
         url: String,
+        /// 404 when the canary namespace is refused (`CANARY_TOKEN` differs, or unset and not in
+        /// `ALLOWED_NAMESPACES`), 507 when the queue is full.
         status: u16,
+        /// The first 500 characters of the answer's body.
         body: String,
     },
+    /// Accepted, but not in S3 before the timeout: no worker running, one that cannot write, or
+    /// a backlog longer than the timeout.
     #[error("document {doc_id} was accepted by the web role but did not reach s3://{bucket}/{key} within {waited:?}: is a worker running, and can it write to the bucket?")]
     NotLanded {
+        /// The docId submitted, to look for in the worker's logs.
         doc_id: String,
+        /// The bucket polled (`S3_BUCKET`).
         bucket: String,
+        /// The key polled: the worker names a canary's object by its docId.
         key: String,
+        /// From the submission to giving up.
         waited: Duration,
     },
+    /// Reading or deleting the canary's object failed for another reason than its absence
+    /// (credentials, permissions, the endpoint); holds the SDK's error.
     #[error("reading S3 failed: {0}")]
     S3(String),
 }

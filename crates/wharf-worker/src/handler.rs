@@ -11,10 +11,15 @@ use crate::reader::Delivery;
 /// Why a delivery could not be put in a batch.
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
+    /// The attributes could not be serialized as JSON; with string names and values, not
+    /// expected to happen.
     #[error("could not write the NDJSON line: {0}")]
     Line(#[from] serde_json::Error),
+    /// The base64 of the body did not fit the room sized for it: a fault in that sizing, not in
+    /// the submission.
     #[error("could not encode the body: {0}")]
     Encode(String),
+    /// The batcher has ended, so the entry was not batched and stays unacknowledged.
     #[error("the batcher has stopped (the worker is stopping); the entry stays pending for another worker")]
     Stopping,
 }

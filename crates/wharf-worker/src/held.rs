@@ -20,7 +20,10 @@ const RENEW_CHUNK: usize = 500;
 /// The limits of what one worker may hold.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
+    /// Most documents held at once (`WORKER_MAX_HELD_DOCUMENTS`); also caps what one read asks for.
     pub documents: usize,
+    /// Most body bytes held at once (`WORKER_MAX_HELD_BYTES`); one read may go over it, since
+    /// sizes are known only once read.
     pub bytes: usize,
 }
 
@@ -40,6 +43,7 @@ pub struct Held {
 }
 
 impl Held {
+    /// Holds nothing yet; clones share what is held.
     pub fn new(budget: Budget) -> Self {
         Self {
             inner: Arc::default(),
@@ -91,6 +95,7 @@ impl Held {
         }
     }
 
+    /// Entries held now, across every shard.
     pub fn documents(&self) -> usize {
         self.lock().documents
     }

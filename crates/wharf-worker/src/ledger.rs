@@ -46,8 +46,11 @@ pub enum Verdict {
 /// Why the ledger could not decide; the batch waits and asks again.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
+    /// Redis could not record or read the batch's records: an outage, a timeout, an error reply.
     #[error("docId ledger: {0}")]
     Redis(#[from] QueueError),
+    /// `HeadObject` of an object an earlier record names failed, so whether that copy landed is
+    /// unknown.
     #[error("checking an earlier object: {}", .0.message())]
     S3(S3Failure),
 }

@@ -1,4 +1,4 @@
-//! Wharf's worker role: reads submissions from the shard streams and lands them in S3 as gzip NDJSON, at least once.
+//! Wharf's worker role: reads submissions from the shard streams and lands them in S3 as gzip or zstd NDJSON, at least once, with copies dropped within `DEDUP_WINDOW_MS`.
 //!
 //! The path is a straight line: the [`reader`] takes entries from the streams (`XREADGROUP`, and
 //! `XAUTOCLAIM` of dead workers' entries) → apalis runs [`handler::handle`] on each
@@ -41,6 +41,8 @@ use crate::stop::Stop;
 /// Errors that stop the worker role.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
+    /// Redis is unusable as configured: its address does not parse, or its eviction policy may
+    /// lose queued documents (`wharf` exits 2 for that). From [`redrive`], any failed command.
     #[error("queue: {0}")]
     Queue(#[from] wharf_queue::QueueError),
 }

@@ -1,4 +1,4 @@
-//! Reading back what the worker landed: list objects, fetch them, decode their gzip NDJSON documents.
+//! Reading back what the worker landed: list objects, fetch them, decode their gzip or zstd NDJSON documents.
 //!
 //! Shared by `wharf canary` (find its own document) and `wharf landed` (show the newest objects
 //! and their documents). Decoding is the inverse of [`crate::batch`]: gunzip, one JSON object per
@@ -15,25 +15,37 @@ use serde::Deserialize;
 /// Why S3 could not be listed or read.
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectsError {
+    /// A page of `ListObjectsV2` failed (a missing bucket, denied access, an unreachable
+    /// endpoint); no partial listing is returned.
     #[error("listing s3://{bucket}/{prefix} failed: {detail}")]
     List {
+        /// The bucket listed (`S3_BUCKET`).
         bucket: String,
+        /// The key prefix listed under; empty for the whole bucket.
         prefix: String,
+        /// The SDK's error with its causes, which tell the kinds of failure apart.
         detail: String,
     },
+    /// `GetObject` failed, or the object's body broke off while it was read.
     #[error("reading s3://{bucket}/{key} failed: {detail}")]
     Get {
+        /// The bucket read (`S3_BUCKET`).
         bucket: String,
+        /// The object's full key, prefix included.
         key: String,
+        /// The SDK's error with its causes, or the body stream's error.
         detail: String,
     },
 }
 
-/// Why an object is not gzip NDJSON as the worker writes it.
+/// Why an object is not gzip or zstd NDJSON as the worker writes it.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    /// Not a whole zstd frame (when it starts with zstd's magic number) or gzip stream, e.g. a
+    /// truncated object or one the worker did not write; holds the decompressor's error.
     #[error("not gzip or zstd: {0}")]
     NotCompressed(std::io::Error),
+    /// Decompressed, but not UTF-8, so it cannot be NDJSON.
     #[error("not UTF-8 text once decompressed")]
     NotText,
 }
@@ -44,28 +56,36 @@ pub enum DecodeError {
 pub struct LineError {
     /// 1-based, as an editor shows it.
     pub line: usize,
+    /// Not JSON of the document shape, or `data` not base64, with the parser's message.
     pub reason: String,
 }
 
 /// One object as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
+    /// The full key, `S3_PREFIX` included.
     pub key: String,
+    /// Stored (compressed) size in bytes; 0 when the listing gave none.
     pub size: u64,
+    /// When S3 last wrote the object; `None` when the listing gave no time.
     pub last_modified: Option<DateTime<Utc>>,
 }
 
 /// One stored submission: its attributes and its body, base64-decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Document {
+    /// What the web role recorded about the request (`uri`, `submission_timestamp`, ...), by name.
     pub attributes: BTreeMap<String, serde_json::Value>,
+    /// The body exactly as the client sent it: still gzip if it came gzip ([`view_body`]).
     pub body: Vec<u8>,
 }
 
 /// An object's documents, and the lines that could not be read as one.
 #[derive(Debug, Clone, Default)]
 pub struct Decoded {
+    /// The lines that read as documents, in the object's order.
     pub documents: Vec<Document>,
+    /// The lines that did not, by line number; empty lines are skipped, not reported.
     pub bad_lines: Vec<LineError>,
 }
 
@@ -194,9 +214,19 @@ pub fn decode(object: &[u8]) -> Result<Decoded, DecodeError> {
 pub enum BodyView {
     /// Valid UTF-8 (after gunzip when `gzip`): the text, control characters other than
     /// newline and tab escaped so a body cannot drive the terminal.
-    Text { text: String, gzip: bool },
+    Text {
+        /// The body's text, escaped as above.
+        text: String,
+        /// Whether the body was gzip and this is its gunzipped text.
+        gzip: bool,
+    },
     /// Anything else, byte escapes (`\x8b`) for what is not printable ASCII.
-    Binary { escaped: String, gzip: bool },
+    Binary {
+        /// The bytes, printable ASCII as is and everything else escaped.
+        escaped: String,
+        /// Whether the body was gzip and these are its gunzipped bytes.
+        gzip: bool,
+    },
 }
 
 /// The gzip magic number (RFC 1952).

@@ -20,8 +20,12 @@ use crate::stop::Stop;
 /// An entry delivered to this worker, decoded: what an apalis task carries.
 #[derive(Debug, Clone)]
 pub struct Delivery {
+    /// The shard stream the entry was read from; with `id`, what acknowledges it.
     pub shard: Shard,
+    /// The stream entry id (`<ms>-<seq>`): its milliseconds date a submission that has no
+    /// `submission_timestamp`.
     pub id: String,
+    /// The decoded entry: route, attributes and body.
     pub submission: Submission,
     /// Taken over from a worker that stopped renewing it: it has already waited at least
     /// `WORKER_CLAIM_IDLE_MS`, so its batch is written without waiting `BATCH_MAX_AGE_MS` again.
@@ -34,12 +38,20 @@ pub struct Reader {
     pub conn: Redis,
     /// For everything else (claims, dead letters), so they never queue behind a block.
     pub ops: Redis,
+    /// `QUEUE_SHARDS`; shards web nodes registered beyond it are read too (re-listed every 30 s).
     pub configured_shards: u16,
+    /// This worker's consumer name in every shard's group ([`crate::naming::process_name`]).
     pub consumer: String,
+    /// Most entries one `XREADGROUP` or `XAUTOCLAIM` takes from a shard (`WORKER_FETCH_SIZE`).
     pub fetch_size: usize,
+    /// Longest an `XREADGROUP` blocks when no entry waits (`WORKER_POLL_INTERVAL_MS`).
     pub block: Duration,
+    /// Idle time after which other workers' entries are taken over (`WORKER_CLAIM_IDLE_MS`);
+    /// claims are tried every quarter of it.
     pub claim_idle: Duration,
+    /// Reading waits for room in it, and every delivered entry is recorded in it.
     pub held: Held,
+    /// Receives `worker.read.errors`, `worker.entries.claimed` and undecodable dead letters.
     pub metrics: Arc<StatsdClient>,
 }
 

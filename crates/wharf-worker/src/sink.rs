@@ -21,6 +21,8 @@ pub enum S3Failure {
 }
 
 impl S3Failure {
+    /// What failed, as logged: the operation and key, then the HTTP status and S3 error code
+    /// when S3 answered, else the SDK's error.
     pub fn message(&self) -> &str {
         match self {
             S3Failure::Transient(m) | S3Failure::Refused(m) => m,
@@ -65,22 +67,46 @@ pub fn is_transient(status: u16, code: Option<&str>) -> bool {
 /// Why the bucket check at start-up failed, worded for an operator.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BucketProblem {
+    /// HeadBucket answered 404: no such bucket at this endpoint.
     #[error(
         "S3 bucket {bucket:?} does not exist (HeadBucket answered 404); create it or fix S3_BUCKET"
     )]
-    Missing { bucket: String },
+    Missing {
+        /// The bucket checked (`S3_BUCKET`).
+        bucket: String,
+    },
+    /// HeadBucket answered 401 or 403: the credentials may not use the bucket.
     #[error("S3 refused access to bucket {bucket:?} (HTTP {status}): check the worker's AWS credentials and the bucket policy")]
-    AccessDenied { bucket: String, status: u16 },
+    AccessDenied {
+        /// The bucket checked (`S3_BUCKET`).
+        bucket: String,
+        /// 401 or 403, as S3 answered.
+        status: u16,
+    },
+    /// HeadBucket answered with another error status (a 400, a 5xx).
     #[error("S3 bucket {bucket:?} check failed with HTTP {status}: {detail}")]
     Other {
+        /// The bucket checked (`S3_BUCKET`).
         bucket: String,
+        /// The HTTP status S3 answered.
         status: u16,
+        /// The SDK's error with its causes.
         detail: String,
     },
+    /// No answer at all: DNS, connection, TLS or a timeout on the way to the endpoint.
     #[error("S3 endpoint unreachable while checking bucket {bucket:?}: {detail}")]
-    Unreachable { bucket: String, detail: String },
+    Unreachable {
+        /// The bucket checked (`S3_BUCKET`).
+        bucket: String,
+        /// The SDK's error with its causes, which say what broke.
+        detail: String,
+    },
+    /// The request could not even be built, typically for want of credentials or a region.
     #[error("S3 client misconfigured (credentials or region?): {detail}")]
-    Client { detail: String },
+    Client {
+        /// The SDK's error with its causes.
+        detail: String,
+    },
 }
 
 impl BucketProblem {
@@ -135,14 +161,18 @@ impl S3Sink {
         }
     }
 
+    /// The destination bucket (`S3_BUCKET`).
     pub fn bucket(&self) -> &str {
         &self.bucket
     }
 
+    /// What every object key starts with (`S3_PREFIX`); may be empty.
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
 
+    /// The configured client, for the calls this type does not wrap (listing, reading and
+    /// deleting objects); like every call here, it never retries on its own.
     pub fn client(&self) -> &aws_sdk_s3::Client {
         &self.client
     }

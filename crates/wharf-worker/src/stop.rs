@@ -10,6 +10,7 @@ pub struct Stop {
 }
 
 impl Stop {
+    /// Not yet fired.
     pub fn new() -> Self {
         let (tx, rx) = watch::channel(false);
         Self {
@@ -18,14 +19,17 @@ impl Stop {
         }
     }
 
+    /// Fires the signal for every clone; calling it again changes nothing.
     pub fn trigger(&self) {
         let _ = self.tx.send(true);
     }
 
+    /// Whether [`Stop::trigger`] has been called, without waiting.
     pub fn is_triggered(&self) -> bool {
         *self.rx.borrow()
     }
 
+    /// A receiver that turns `true` on the trigger, for a loop that selects on `changed()`.
     pub fn receiver(&self) -> watch::Receiver<bool> {
         self.rx.clone()
     }
