@@ -4,9 +4,11 @@
 //! settings! {
 //!     /// The struct's doc.
 //!     pub struct Group {
-//!         /// `#[serde(...)]` attributes pass through, and so does a doc, added after the help.
-//!         field: Type = var("NAME", Scope, Kind, Some("default"), "example", "meaning"),
-//!         other: Type = var("OTHER", Scope, Kind, None, "example", "meaning").secret(),
+//!         /// The variable's meaning: this doc comment is the help that the README's table and
+//!         /// `wharf config --list` show. `#[serde(...)]` attributes pass through.
+//!         field: Type = var("NAME", Scope, Kind, Some("default"), "example"),
+//!         /// Another meaning.
+//!         other: Type = var("OTHER", Scope, Kind, None, "example").secret(),
 //!         ...
 //!         ;                       // then, optionally, nested groups
 //!         /// A nested group's doc.
@@ -20,20 +22,18 @@
 //! variable's kind gives the bounds), and `Group::variables`, which lists the variables in
 //! declaration order for [`crate::catalog`].
 //!
-//! A field's documentation is its variable's name and help, the text the README's table and
-//! `wharf config --list` show, so the two cannot drift apart. That is why the macro takes the
-//! `var(...)` call apart rather than any expression: a doc attribute needs the help as a
-//! literal. [`crate::catalog::Variable`]'s builder methods (`.secret()`, `.required(...)`)
-//! follow the call.
+//! A field's doc comment is its variable's help, so the code's documentation, the README's table
+//! and `wharf config --list` cannot drift apart. [`crate::catalog::Variable`]'s builder methods
+//! (`.secret()`, `.required(...)`) follow the `var(...)` call.
 
 macro_rules! settings {
     (
         $(#[$meta:meta])*
         pub struct $name:ident {
             $(
-                $(#[$fmeta:meta])*
+                $(#[$($fattr:tt)*])*
                 $field:ident : $ty:ty = var(
-                    $var:literal, $scope:expr, $kind:expr, $default:expr, $example:literal, $help:literal $(,)?
+                    $var:literal, $scope:expr, $kind:expr, $default:expr, $example:literal $(,)?
                 ) $( . $modifier:ident ( $($arg:expr),* ) )*
             ),* $(,)?
             $(
@@ -49,8 +49,9 @@ macro_rules! settings {
         #[derive(Debug, Clone, Serialize)]
         pub struct $name {
             $(
-                #[doc = concat!("`", $var, "`: ", $help)]
-                $(#[$fmeta])*
+                $(#[$($fattr)*])*
+                #[doc = ""]
+                #[doc = concat!("Read from `", $var, "`.")]
                 pub $field: $ty,
             )*
             $($(
@@ -65,7 +66,8 @@ macro_rules! settings {
                 Self {
                     $(
                         $field: p.get::<$ty>(
-                            &var($var, $scope, $kind, $default, $example, $help) $( .$modifier($($arg),*) )*
+                            &var($var, $scope, $kind, $default, $example, doc_text!([] $([$($fattr)*])*))
+                                $( .$modifier($($arg),*) )*
                         ),
                     )*
                     $($( $group: <$gty>::load(p), )*)?
@@ -75,10 +77,42 @@ macro_rules! settings {
             /// This struct's variables, then its nested groups', in declaration order.
             pub fn variables(out: &mut Vec<catalog::Variable>) {
                 $(
-                    out.push(var($var, $scope, $kind, $default, $example, $help) $( .$modifier($($arg),*) )*);
+                    out.push(
+                        var($var, $scope, $kind, $default, $example, doc_text!([] $([$($fattr)*])*))
+                            $( .$modifier($($arg),*) )*
+                    );
                 )*
                 $($( <$gty>::variables(out); )*)?
             }
         }
     };
+}
+
+/// The text of the `#[doc]` attributes among a field's attributes, as one line: a field's doc
+/// comment is its variable's help. Other attributes (`#[serde(...)]`) are skipped.
+macro_rules! doc_text {
+    ([$($acc:expr),*]) => { concat!($($acc),*).trim_ascii() };
+    ([$($acc:expr),*] [doc = $doc:literal] $($rest:tt)*) => { doc_text!([$($acc,)* $doc] $($rest)*) };
+    ([$($acc:expr),*] [$($other:tt)*] $($rest:tt)*) => { doc_text!([$($acc),*] $($rest)*) };
+}
+
+/// Declares enums whose variants a variable names by a word, each word written once: it is both
+/// the parsed value (`Choice::OPTIONS`, the first being the fallback) and the serialised one.
+macro_rules! choice {
+    ($(
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$vmeta:meta])* $word:literal => $variant:ident ),+ $(,)?
+        }
+    )+) => {$(
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+        pub enum $name {
+            $( $(#[$vmeta])* #[serde(rename = $word)] $variant, )+
+        }
+
+        impl Choice for $name {
+            const OPTIONS: &'static [(&'static str, Self)] = &[$(($word, $name::$variant)),+];
+        }
+    )+};
 }

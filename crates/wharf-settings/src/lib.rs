@@ -93,34 +93,23 @@ impl Serialize for Secret {
     }
 }
 
-/// How log lines are written to stdout (`LOG_FORMAT`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// One MozLog JSON object a line, for log collectors.
-    Json,
-    /// `tracing`'s human-readable lines, for a terminal.
-    Pretty,
-}
+choice! {
+    /// How log lines are written to stdout (`LOG_FORMAT`).
+    pub enum LogFormat {
+        /// One MozLog JSON object a line, for log collectors.
+        "json" => Json,
+        /// `tracing`'s human-readable lines, for a terminal.
+        "pretty" => Pretty,
+    }
 
-impl Choice for LogFormat {
-    const OPTIONS: &'static [(&'static str, Self)] =
-        &[("json", LogFormat::Json), ("pretty", LogFormat::Pretty)];
-}
-
-/// How the worker compresses its NDJSON objects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    /// Objects named `.ndjson.gz`.
-    Gzip,
-    /// Objects named `.ndjson.zst`.
-    Zstd,
-}
-
-impl Choice for Compression {
-    const OPTIONS: &'static [(&'static str, Self)] =
-        &[("gzip", Compression::Gzip), ("zstd", Compression::Zstd)];
+    /// How the worker compresses its NDJSON objects (`OUTPUT_COMPRESSION`).
+    pub enum Compression {
+        /// Objects named `.ndjson.gz`, sent with `Content-Encoding: gzip`.
+        "gzip" => Gzip,
+        /// Objects named `.ndjson.zst`, sent with `Content-Encoding: zstd`: smaller objects for
+        /// less worker CPU, readable by Athena and Spark.
+        "zstd" => Zstd,
+    }
 }
 
 /// Which browser origins may submit (`CORS_ALLOWED_ORIGINS`).
@@ -146,12 +135,15 @@ impl CorsOrigins {
 settings! {
     /// The whole effective configuration.
     pub struct Settings {
+        /// URL (file://, http://, https://) of a JSON object whose keys are these variable names;
+        /// it supplies defaults, the environment overrides it; unreachable or invalid stops the
+        /// process
         #[serde(serialize_with = "serialize_redacted_url")]
-        config_url: Option<String> = var("CONFIG_URL", Both, Kind::Text, None, "file:///etc/wharf/config.json",
-            "URL (file://, http://, https://) of a JSON object whose keys are these variable names; it supplies defaults, the environment overrides it; unreachable or invalid stops the process"),
+        config_url: Option<String> = var("CONFIG_URL", Both, Kind::Text, None, "file:///etc/wharf/config.json"),
+        /// on SIGTERM, time allowed to finish in-flight requests (web) or flush open batches
+        /// (worker); fits docker stop's 10 s
         #[serde(serialize_with = "serialize_ms")]
-        shutdown_grace: Duration = var("SHUTDOWN_GRACE_MS", Both, Kind::Millis { min: 100, max: 600_000 }, Some("8000"), "8000",
-            "on SIGTERM, time allowed to finish in-flight requests (web) or flush open batches (worker); fits docker stop's 10 s"),
+        shutdown_grace: Duration = var("SHUTDOWN_GRACE_MS", Both, Kind::Millis { min: 100, max: 600_000 }, Some("8000"), "8000"),
         ;
         /// Logs, Sentry and metrics: `ENVIRONMENT`, `SENTRY_DSN`, `LOG_*` and `STATSD_*`.
         telemetry: TelemetrySettings,
@@ -167,14 +159,14 @@ settings! {
 settings! {
     /// Logs, errors and metrics.
     pub struct TelemetrySettings {
-        environment: String = var("ENVIRONMENT", Both, Kind::Text, Some("development"), "prod",
-            "deployment name; Sentry environment and the `env` tag on every metric"),
-        sentry_dsn: Option<Secret> = var("SENTRY_DSN", Both, Kind::Url, None, "https://public:secret@sentry.example.com/1",
-            "Sentry DSN; empty or unset disables Sentry").secret(),
-        log_format: LogFormat = var("LOG_FORMAT", Both, Kind::Choice(&["json", "pretty"]), Some("json"), "pretty",
-            "`json` (MozLog, for production) or `pretty` (human-readable, for development)"),
-        log_level: String = var("LOG_LEVEL", Both, Kind::LogFilter, Some("info"), "info,wharf_web=debug",
-            "tracing filter directive, checked at start-up with the other settings"),
+        /// deployment name; Sentry environment and the `env` tag on every metric
+        environment: String = var("ENVIRONMENT", Both, Kind::Text, Some("development"), "prod"),
+        /// Sentry DSN; empty or unset disables Sentry
+        sentry_dsn: Option<Secret> = var("SENTRY_DSN", Both, Kind::Url, None, "https://public:secret@sentry.example.com/1").secret(),
+        /// `json` (MozLog, for production) or `pretty` (human-readable, for development)
+        log_format: LogFormat = var("LOG_FORMAT", Both, Kind::Choice(&["json", "pretty"]), Some("json"), "pretty"),
+        /// tracing filter directive, checked at start-up with the other settings
+        log_level: String = var("LOG_LEVEL", Both, Kind::LogFilter, Some("info"), "info,wharf_web=debug"),
         ;
         /// The `STATSD_*` variables: where metrics are sent, if anywhere.
         statsd: StatsdSettings,
@@ -184,85 +176,110 @@ settings! {
 settings! {
     /// Where metrics go.
     pub struct StatsdSettings {
-        host: Option<String> = var("STATSD_HOST", Both, Kind::Text, None, "172.17.42.1",
-            "StatsD/DogStatsD host; unset drops metrics without error"),
-        port: u16 = var("STATSD_PORT", Both, Kind::Int { min: 1, max: 65_535 }, Some("8125"), "8125", "StatsD UDP port"),
-        prefix: String = var("STATSD_PREFIX", Both, Kind::Text, Some("wharf"), "wharf", "prefix of every metric name"),
+        /// StatsD/DogStatsD host; unset drops metrics without error
+        host: Option<String> = var("STATSD_HOST", Both, Kind::Text, None, "172.17.42.1"),
+        /// StatsD UDP port
+        port: u16 = var("STATSD_PORT", Both, Kind::Int { min: 1, max: 65_535 }, Some("8125"), "8125"),
+        /// prefix of every metric name
+        prefix: String = var("STATSD_PREFIX", Both, Kind::Text, Some("wharf"), "wharf"),
     }
 }
 
 settings! {
     /// The Redis holding the queue, and how far to trust it.
     pub struct RedisSettings {
-        host: String = var("REDIS_HOST", Both, Kind::Text, None, "example.cache.amazonaws.com",
-            "Redis host holding the submission queue").required(Required::ForRedis),
-        port: u16 = var("REDIS_PORT", Both, Kind::Int { min: 1, max: 65_535 }, Some("6379"), "6379", "Redis port"),
-        db: i64 = var("REDIS_DB", Both, Kind::Int { min: 0, max: 15 }, Some("0"), "0", "Redis database number"),
-        password: Option<Secret> = var("REDIS_PASSWORD", Both, Kind::Text, None, "s3cret",
-            "Redis AUTH password (ElastiCache auth token)").secret(),
-        tls: bool = var("REDIS_TLS", Both, Kind::Bool, Some("false"), "true",
-            "connect to Redis over TLS (ElastiCache in-transit encryption)"),
+        /// Redis host holding the submission queue
+        host: String = var("REDIS_HOST", Both, Kind::Text, None, "example.cache.amazonaws.com").required(Required::ForRedis),
+        /// Redis port
+        port: u16 = var("REDIS_PORT", Both, Kind::Int { min: 1, max: 65_535 }, Some("6379"), "6379"),
+        /// Redis database number
+        db: i64 = var("REDIS_DB", Both, Kind::Int { min: 0, max: 15 }, Some("0"), "0"),
+        /// Redis AUTH password (ElastiCache auth token)
+        password: Option<Secret> = var("REDIS_PASSWORD", Both, Kind::Text, None, "s3cret").secret(),
+        /// connect to Redis over TLS (ElastiCache in-transit encryption)
+        tls: bool = var("REDIS_TLS", Both, Kind::Bool, Some("false"), "true"),
+        /// connect and per-command timeout for Redis, in milliseconds
         #[serde(serialize_with = "serialize_ms")]
-        timeout: Duration = var("REDIS_TIMEOUT_MS", Both, Kind::Millis { min: 50, max: 60_000 }, Some("1000"), "1000",
-            "connect and per-command timeout for Redis, in milliseconds"),
-        queue_shards: u16 = var("QUEUE_SHARDS", Both, Kind::Int { min: 1, max: 1024 }, Some("4"), "4",
-            "number of queue shards, streams `wharf:{<n>}:submissions`; a submission's shard comes from its docId; set the same value on web and worker"),
-        cluster: bool = var("REDIS_CLUSTER", Both, Kind::Bool, Some("false"), "true",
-            "REDIS_HOST:REDIS_PORT is a Redis Cluster node or configuration endpoint; the shard streams spread over its masters by their hash tags; REDIS_DB must be 0"),
-        min_replicas_ack: u8 = var("REDIS_MIN_REPLICAS_ACK", Both, Kind::Int { min: 0, max: 5 }, Some("0"), "1",
-            "replicas a submission's write must reach (Redis WAIT, once per pipeline) before it is answered 200; unconfirmed within REDIS_TIMEOUT_MS gives 503; 0 trusts asynchronous replication, so a failover can lose the last acknowledged writes"),
-        memory_high_water_percent: u8 = var("REDIS_MEMORY_HIGH_WATER_PERCENT", Web, Kind::Int { min: 10, max: 95 }, Some("80"), "80",
-            "submissions get 507 once Redis used_memory passes this percent of maxmemory (on any master), leaving room for workers to acknowledge and delete; ignored when maxmemory is 0"),
-        allow_eviction_data_loss: bool = var("REDIS_ALLOW_EVICTION_DATA_LOSS", Both, Kind::Bool, Some("false"), "true",
-            "start even though Redis maxmemory-policy is not noeviction, accepting that Redis may silently delete queued documents under memory pressure"),
+        timeout: Duration = var("REDIS_TIMEOUT_MS", Both, Kind::Millis { min: 50, max: 60_000 }, Some("1000"), "1000"),
+        /// number of queue shards, streams `wharf:{<n>}:submissions`; a submission's shard comes
+        /// from its docId; set the same value on web and worker
+        queue_shards: u16 = var("QUEUE_SHARDS", Both, Kind::Int { min: 1, max: 1024 }, Some("4"), "4"),
+        /// REDIS_HOST:REDIS_PORT is a Redis Cluster node or configuration endpoint; the shard
+        /// streams spread over its masters by their hash tags; REDIS_DB must be 0
+        cluster: bool = var("REDIS_CLUSTER", Both, Kind::Bool, Some("false"), "true"),
+        /// replicas a submission's write must reach (Redis WAIT, once per pipeline) before it is
+        /// answered 200; unconfirmed within REDIS_TIMEOUT_MS gives 503; 0 trusts asynchronous
+        /// replication, so a failover can lose the last acknowledged writes
+        min_replicas_ack: u8 = var("REDIS_MIN_REPLICAS_ACK", Both, Kind::Int { min: 0, max: 5 }, Some("0"), "1"),
+        /// submissions get 507 once Redis used_memory passes this percent of maxmemory (on any
+        /// master), leaving room for workers to acknowledge and delete; ignored when maxmemory is 0
+        memory_high_water_percent: u8 = var("REDIS_MEMORY_HIGH_WATER_PERCENT", Web, Kind::Int { min: 10, max: 95 }, Some("80"), "80"),
+        /// start even though Redis maxmemory-policy is not noeviction, accepting that Redis may
+        /// silently delete queued documents under memory pressure
+        allow_eviction_data_loss: bool = var("REDIS_ALLOW_EVICTION_DATA_LOSS", Both, Kind::Bool, Some("false"), "true"),
     }
 }
 
 settings! {
     /// The web role: the listener, the edge's limits, CORS and the debug view.
     pub struct WebSettings {
-        host: String = var("HOST", Web, Kind::Text, Some("0.0.0.0"), "0.0.0.0", "address the web role binds"),
-        port: u16 = var("PORT", Web, Kind::Int { min: 0, max: 65_535 }, Some("8000"), "8000", "port the web role binds (0 picks a free one)"),
-        max_body_bytes: usize = var("MAX_BODY_BYTES", Web, Kind::Int { min: 1, max: 268_435_456 }, Some("1048576"), "1048576",
-            "largest accepted submission body; larger gets 413"),
-        max_path_bytes: usize = var("MAX_PATH_BYTES", Web, Kind::Int { min: 32, max: 16_384 }, Some("10240"), "10240",
-            "longest accepted request path and query; longer gets 414"),
-        max_queue_depth: u64 = var("MAX_QUEUE_DEPTH", Web, Kind::Int { min: 1, max: 1_000_000_000 }, Some("1000000"), "1000000",
-            "queue backlog above which submissions get 507 with Retry-After"),
-        queue_depth_warning: u64 = var("QUEUE_DEPTH_WARNING", Web, Kind::Int { min: 1, max: 1_000_000_000 }, Some("100000"), "100000",
-            "queue backlog above which `__heartbeat__` reports a warning"),
-        allowed_namespaces: Vec<String> = var("ALLOWED_NAMESPACES", Web, Kind::List, Some(""), "telemetry,eng-workflow",
-            "comma-separated namespaces accepted by /submit; empty accepts all; others get 404 (list `wharf-canary` too, or set CANARY_TOKEN, for `wharf canary`)"),
-        drop_client_ip: bool = var("DROP_CLIENT_IP", Web, Kind::Bool, Some("false"), "true",
-            "drop remote_addr and x_forwarded_for before anything is stored (IPs are personal data)"),
+        /// address the web role binds
+        host: String = var("HOST", Web, Kind::Text, Some("0.0.0.0"), "0.0.0.0"),
+        /// port the web role binds (0 picks a free one)
+        port: u16 = var("PORT", Web, Kind::Int { min: 0, max: 65_535 }, Some("8000"), "8000"),
+        /// largest accepted submission body; larger gets 413
+        max_body_bytes: usize = var("MAX_BODY_BYTES", Web, Kind::Int { min: 1, max: 268_435_456 }, Some("1048576"), "1048576"),
+        /// longest accepted request path and query; longer gets 414
+        max_path_bytes: usize = var("MAX_PATH_BYTES", Web, Kind::Int { min: 32, max: 16_384 }, Some("10240"), "10240"),
+        /// queue backlog above which submissions get 507 with Retry-After
+        max_queue_depth: u64 = var("MAX_QUEUE_DEPTH", Web, Kind::Int { min: 1, max: 1_000_000_000 }, Some("1000000"), "1000000"),
+        /// queue backlog above which `__heartbeat__` reports a warning
+        queue_depth_warning: u64 = var("QUEUE_DEPTH_WARNING", Web, Kind::Int { min: 1, max: 1_000_000_000 }, Some("100000"), "100000"),
+        /// comma-separated namespaces accepted by /submit; empty accepts all; others get 404 (list
+        /// `wharf-canary` too, or set CANARY_TOKEN, for `wharf canary`)
+        allowed_namespaces: Vec<String> = var("ALLOWED_NAMESPACES", Web, Kind::List, Some(""), "telemetry,eng-workflow"),
+        /// drop remote_addr and x_forwarded_for before anything is stored (IPs are personal data)
+        drop_client_ip: bool = var("DROP_CLIENT_IP", Web, Kind::Bool, Some("false"), "true"),
+        /// how long a `__heartbeat__` result is reused; concurrent requests share one run
         #[serde(serialize_with = "serialize_ms")]
-        heartbeat_cache: Duration = var("HEARTBEAT_CACHE_MS", Web, Kind::Millis { min: 10, max: 60_000 }, Some("1000"), "1000",
-            "how long a `__heartbeat__` result is reused; concurrent requests share one run"),
-        version_file: String = var("VERSION_FILE", Web, Kind::Text, Some("/app/version.json"), "/app/version.json",
-            "Dockerflow version object served by `__version__`; missing falls back to build-time values"),
-        error_endpoint_token: Option<Secret> = var("ERROR_ENDPOINT_TOKEN", Web, Kind::Text, None, "a-long-random-string",
-            "enables `GET /__error__` for requests whose X-Error-Token header carries this value; unset disables the endpoint").secret(),
+        heartbeat_cache: Duration = var("HEARTBEAT_CACHE_MS", Web, Kind::Millis { min: 10, max: 60_000 }, Some("1000"), "1000"),
+        /// Dockerflow version object served by `__version__`; missing falls back to build-time
+        /// values
+        version_file: String = var("VERSION_FILE", Web, Kind::Text, Some("/app/version.json"), "/app/version.json"),
+        /// enables `GET /__error__` for requests whose X-Error-Token header carries this value;
+        /// unset disables the endpoint
+        error_endpoint_token: Option<Secret> = var("ERROR_ENDPOINT_TOKEN", Web, Kind::Text, None, "a-long-random-string").secret(),
+        /// a connection that has not sent a whole request head within this time (or idles this long
+        /// between requests) is closed
         #[serde(serialize_with = "serialize_ms")]
-        header_timeout: Duration = var("HEADER_TIMEOUT_MS", Web, Kind::Millis { min: 100, max: 120_000 }, Some("10000"), "10000",
-            "a connection that has not sent a whole request head within this time (or idles this long between requests) is closed"),
+        header_timeout: Duration = var("HEADER_TIMEOUT_MS", Web, Kind::Millis { min: 100, max: 120_000 }, Some("10000"), "10000"),
+        /// a submission whose body sends no byte for this long gets 503 with Retry-After; the whole
+        /// request is also limited to 30 s
         #[serde(serialize_with = "serialize_ms")]
-        body_timeout: Duration = var("BODY_TIMEOUT_MS", Web, Kind::Millis { min: 100, max: 120_000 }, Some("10000"), "10000",
-            "a submission whose body sends no byte for this long gets 503 with Retry-After; the whole request is also limited to 30 s"),
-        max_connections: usize = var("MAX_CONNECTIONS", Web, Kind::Int { min: 16, max: 1_000_000 }, Some("2048"), "2048",
-            "client connections served at once; further connections wait in the kernel's accept queue"),
-        max_inflight_bytes: usize = var("MAX_INFLIGHT_BYTES", Web, Kind::Int { min: 1 << 20, max: 16 << 30 }, Some("67108864"), "67108864",
-            "submission body bytes held at once (declared by Content-Length, or read so far when chunked); past it a submission gets 503 with Retry-After at once; at least MAX_BODY_BYTES"),
-        max_inflight_requests: usize = var("MAX_INFLIGHT_REQUESTS", Web, Kind::Int { min: 1, max: 1_000_000 }, Some("1024"), "1024",
-            "submissions in progress at once; past it a submission gets 503 with Retry-After at once"),
-        http2_cleartext: bool = var("HTTP2_CLEARTEXT", Web, Kind::Bool, Some("false"), "true",
-            "also accept HTTP/2 without TLS (h2c, prior knowledge) on PORT; off, the HTTP/2 preface gets the connection closed and `Upgrade: h2c` is ignored"),
-        cors: CorsOrigins = var("CORS_ALLOWED_ORIGINS", Web, Kind::Origins, Some("*"), "https://app.example.com,https://example.org",
-            "origins whose browser pages may submit to /submit: `*` (any), or a comma-separated list of `scheme://host[:port]`; a request whose Origin header is not allowed gets 403; requests without Origin (SDKs, servers) are unaffected"),
+        body_timeout: Duration = var("BODY_TIMEOUT_MS", Web, Kind::Millis { min: 100, max: 120_000 }, Some("10000"), "10000"),
+        /// client connections served at once; further connections wait in the kernel's accept queue
+        max_connections: usize = var("MAX_CONNECTIONS", Web, Kind::Int { min: 16, max: 1_000_000 }, Some("2048"), "2048"),
+        /// submission body bytes held at once (declared by Content-Length, or read so far when
+        /// chunked); past it a submission gets 503 with Retry-After at once; at least
+        /// MAX_BODY_BYTES
+        max_inflight_bytes: usize = var("MAX_INFLIGHT_BYTES", Web, Kind::Int { min: 1 << 20, max: 16 << 30 }, Some("67108864"), "67108864"),
+        /// submissions in progress at once; past it a submission gets 503 with Retry-After at once
+        max_inflight_requests: usize = var("MAX_INFLIGHT_REQUESTS", Web, Kind::Int { min: 1, max: 1_000_000 }, Some("1024"), "1024"),
+        /// also accept HTTP/2 without TLS (h2c, prior knowledge) on PORT; off, the HTTP/2 preface
+        /// gets the connection closed and `Upgrade: h2c` is ignored
+        http2_cleartext: bool = var("HTTP2_CLEARTEXT", Web, Kind::Bool, Some("false"), "true"),
+        /// origins whose browser pages may submit to /submit: `*` (any), or a comma-separated list
+        /// of `scheme://host[:port]`; a request whose Origin header is not allowed gets 403;
+        /// requests without Origin (SDKs, servers) are unaffected
+        cors: CorsOrigins = var("CORS_ALLOWED_ORIGINS", Web, Kind::Origins, Some("*"), "https://app.example.com,https://example.org"),
+        /// how long a browser may reuse a /submit preflight answer (Access-Control-Max-Age, in
+        /// whole seconds)
         #[serde(serialize_with = "serialize_ms")]
-        cors_max_age: Duration = var("CORS_MAX_AGE_MS", Web, Kind::Millis { min: 0, max: 86_400_000 }, Some("86400000"), "86400000",
-            "how long a browser may reuse a /submit preflight answer (Access-Control-Max-Age, in whole seconds)"),
-        canary_token: Option<Secret> = var("CANARY_TOKEN", Both, Kind::Text, None, "another-long-random-string",
-            "when set, the `wharf-canary` namespace accepts only submissions whose X-Canary-Token header carries it, and `wharf canary` sends it; unset, that namespace is treated like any other").secret(),
+        cors_max_age: Duration = var("CORS_MAX_AGE_MS", Web, Kind::Millis { min: 0, max: 86_400_000 }, Some("86400000"), "86400000"),
+        /// when set, the `wharf-canary` namespace accepts only submissions whose X-Canary-Token
+        /// header carries it, and `wharf canary` sends it; unset, that namespace is treated like
+        /// any other
+        canary_token: Option<Secret> = var("CANARY_TOKEN", Both, Kind::Text, None, "another-long-random-string").secret(),
         ;
         /// The `DEBUG_VIEW_*` variables; the view is off unless `DEBUG_VIEW_TOKEN` is set.
         debug_view: DebugViewSettings,
@@ -272,55 +289,63 @@ settings! {
 settings! {
     /// The live debug view: documents tagged `X-Debug-ID`, kept per tag in capped Redis streams.
     pub struct DebugViewSettings {
-        token: Option<Secret> = var("DEBUG_VIEW_TOKEN", Web, Kind::Text, None, "a-third-long-random-string",
-            "enables the live debug view at /debug/ for whoever presents this token (login form or `Authorization: Bearer`); unset, /debug/ answers 404 and nothing is kept").secret(),
-        max_entries: usize = var("DEBUG_VIEW_MAX_ENTRIES", Web, Kind::Int { min: 1, max: 1_000 }, Some("50"), "50",
-            "documents kept per X-Debug-ID tag for the debug view, newest first"),
-        max_tags: usize = var("DEBUG_VIEW_MAX_TAGS", Web, Kind::Int { min: 1, max: 1_000 }, Some("20"), "20",
-            "X-Debug-ID tags the debug view lists at once; the least recently seen beyond it are dropped"),
+        /// enables the live debug view at /debug/ for whoever presents this token (login form or
+        /// `Authorization: Bearer`); unset, /debug/ answers 404 and nothing is kept
+        token: Option<Secret> = var("DEBUG_VIEW_TOKEN", Web, Kind::Text, None, "a-third-long-random-string").secret(),
+        /// documents kept per X-Debug-ID tag for the debug view, newest first
+        max_entries: usize = var("DEBUG_VIEW_MAX_ENTRIES", Web, Kind::Int { min: 1, max: 1_000 }, Some("50"), "50"),
+        /// X-Debug-ID tags the debug view lists at once; the least recently seen beyond it are
+        /// dropped
+        max_tags: usize = var("DEBUG_VIEW_MAX_TAGS", Web, Kind::Int { min: 1, max: 1_000 }, Some("20"), "20"),
+        /// a tag's documents are deleted this long after its last submission
         #[serde(serialize_with = "serialize_ms")]
-        ttl: Duration = var("DEBUG_VIEW_TTL_MS", Web, Kind::Millis { min: 60_000, max: 604_800_000 }, Some("3600000"), "3600000",
-            "a tag's documents are deleted this long after its last submission"),
+        ttl: Duration = var("DEBUG_VIEW_TTL_MS", Web, Kind::Millis { min: 60_000, max: 604_800_000 }, Some("3600000"), "3600000"),
     }
 }
 
 settings! {
     /// The worker role: its bucket, batching, holding and delivery.
     pub struct WorkerSettings {
-        batch_max_documents: usize = var("BATCH_MAX_DOCUMENTS", Worker, Kind::Int { min: 1, max: 1_000_000 }, Some("1000"), "1000",
-            "a batch is flushed when it holds this many documents"),
-        batch_max_bytes: usize = var("BATCH_MAX_BYTES", Worker, Kind::Int { min: 1, max: 1 << 30 }, Some("8388608"), "8388608",
-            "a batch is flushed when its bodies reach this many bytes"),
+        /// a batch is flushed when it holds this many documents
+        batch_max_documents: usize = var("BATCH_MAX_DOCUMENTS", Worker, Kind::Int { min: 1, max: 1_000_000 }, Some("1000"), "1000"),
+        /// a batch is flushed when its bodies reach this many bytes
+        batch_max_bytes: usize = var("BATCH_MAX_BYTES", Worker, Kind::Int { min: 1, max: 1 << 30 }, Some("8388608"), "8388608"),
+        /// a batch is flushed when its oldest document is this old
         #[serde(serialize_with = "serialize_ms")]
-        batch_max_age: Duration = var("BATCH_MAX_AGE_MS", Worker, Kind::Millis { min: 100, max: 3_600_000 }, Some("10000"), "10000",
-            "a batch is flushed when its oldest document is this old"),
-        max_open_batches: usize = var("MAX_OPEN_BATCHES", Worker, Kind::Int { min: 1, max: 10_000 }, Some("64"), "64",
-            "most batches open at once; opening one more flushes the oldest"),
-        fetch_size: usize = var("WORKER_FETCH_SIZE", Worker, Kind::Int { min: 1, max: 10_000 }, Some("500"), "500",
-            "entries one XREADGROUP takes from each shard"),
-        max_held_documents: usize = var("WORKER_MAX_HELD_DOCUMENTS", Worker, Kind::Int { min: 1, max: 1_000_000 }, Some("5000"), "5000",
-            "documents a worker holds at once, fetched, batched or uploading; at the limit it flushes its biggest batch and fetches no more"),
-        max_held_bytes: usize = var("WORKER_MAX_HELD_BYTES", Worker, Kind::Int { min: 1 << 20, max: 1 << 34 }, Some("67108864"), "67108864",
-            "body bytes a worker holds at once; one more fetch may go over it"),
+        batch_max_age: Duration = var("BATCH_MAX_AGE_MS", Worker, Kind::Millis { min: 100, max: 3_600_000 }, Some("10000"), "10000"),
+        /// most batches open at once; opening one more flushes the oldest
+        max_open_batches: usize = var("MAX_OPEN_BATCHES", Worker, Kind::Int { min: 1, max: 10_000 }, Some("64"), "64"),
+        /// entries one XREADGROUP takes from each shard
+        fetch_size: usize = var("WORKER_FETCH_SIZE", Worker, Kind::Int { min: 1, max: 10_000 }, Some("500"), "500"),
+        /// documents a worker holds at once, fetched, batched or uploading; at the limit it flushes
+        /// its biggest batch and fetches no more
+        max_held_documents: usize = var("WORKER_MAX_HELD_DOCUMENTS", Worker, Kind::Int { min: 1, max: 1_000_000 }, Some("5000"), "5000"),
+        /// body bytes a worker holds at once; one more fetch may go over it
+        max_held_bytes: usize = var("WORKER_MAX_HELD_BYTES", Worker, Kind::Int { min: 1 << 20, max: 1 << 34 }, Some("67108864"), "67108864"),
+        /// longest an idle worker's XREADGROUP blocks; new entries wake it at once
         #[serde(serialize_with = "serialize_ms")]
-        poll_interval: Duration = var("WORKER_POLL_INTERVAL_MS", Worker, Kind::Millis { min: 10, max: 10_000 }, Some("1000"), "1000",
-            "longest an idle worker's XREADGROUP blocks; new entries wake it at once"),
+        poll_interval: Duration = var("WORKER_POLL_INTERVAL_MS", Worker, Kind::Millis { min: 10, max: 10_000 }, Some("1000"), "1000"),
+        /// entries left unacknowledged and unrenewed this long (by the Redis clock) are taken over
+        /// by another worker; live workers renew theirs every third of it
         #[serde(serialize_with = "serialize_ms")]
-        claim_idle: Duration = var("WORKER_CLAIM_IDLE_MS", Worker, Kind::Millis { min: 1_000, max: 3_600_000 }, Some("10000"), "10000",
-            "entries left unacknowledged and unrenewed this long (by the Redis clock) are taken over by another worker; live workers renew theirs every third of it"),
-        max_attempts: u32 = var("MAX_ATTEMPTS", Worker, Kind::Int { min: 1, max: 1_000 }, Some("10"), "10",
-            "refused uploads of a batch, counted once S3 has refused it for S3_REFUSAL_GRACE_MS, before its documents are dead-lettered"),
+        claim_idle: Duration = var("WORKER_CLAIM_IDLE_MS", Worker, Kind::Millis { min: 1_000, max: 3_600_000 }, Some("10000"), "10000"),
+        /// refused uploads of a batch, counted once S3 has refused it for S3_REFUSAL_GRACE_MS,
+        /// before its documents are dead-lettered
+        max_attempts: u32 = var("MAX_ATTEMPTS", Worker, Kind::Int { min: 1, max: 1_000 }, Some("10"), "10"),
+        /// how long S3 must refuse a batch (AccessDenied, invalid request) before refusals count
+        /// toward MAX_ATTEMPTS; transient errors never count
         #[serde(serialize_with = "serialize_ms")]
-        refusal_grace: Duration = var("S3_REFUSAL_GRACE_MS", Worker, Kind::Millis { min: 0, max: 86_400_000 }, Some("300000"), "300000",
-            "how long S3 must refuse a batch (AccessDenied, invalid request) before refusals count toward MAX_ATTEMPTS; transient errors never count"),
+        refusal_grace: Duration = var("S3_REFUSAL_GRACE_MS", Worker, Kind::Millis { min: 0, max: 86_400_000 }, Some("300000"), "300000"),
+        /// a document (same docId and body) landed within this window is not written again; the
+        /// docId ledger in Redis holds about 230 bytes per document in the window (230 MB per
+        /// million); 0 turns it off
         #[serde(serialize_with = "serialize_ms")]
-        dedup_window: Duration = var("DEDUP_WINDOW_MS", Worker, Kind::Millis { min: 0, max: 604_800_000 }, Some("3600000"), "3600000",
-            "a document (same docId and body) landed within this window is not written again; the docId ledger in Redis holds about 230 bytes per document in the window (230 MB per million); 0 turns it off"),
-        output_compression: Compression = var("OUTPUT_COMPRESSION", Worker, Kind::Choice(&["gzip", "zstd"]), Some("gzip"), "zstd",
-            "compression of the NDJSON objects: `gzip` (`.ndjson.gz`) or `zstd` (`.ndjson.zst`)"),
+        dedup_window: Duration = var("DEDUP_WINDOW_MS", Worker, Kind::Millis { min: 0, max: 604_800_000 }, Some("3600000"), "3600000"),
+        /// compression of the NDJSON objects: `gzip` (`.ndjson.gz`) or `zstd` (`.ndjson.zst`)
+        output_compression: Compression = var("OUTPUT_COMPRESSION", Worker, Kind::Choice(&["gzip", "zstd"]), Some("gzip"), "zstd"),
+        /// TTL of the liveness record each worker publishes for `__heartbeat__`, by the Redis clock
         #[serde(serialize_with = "serialize_ms")]
-        liveness_ttl: Duration = var("LIVENESS_TTL_MS", Worker, Kind::Millis { min: 1_000, max: 600_000 }, Some("15000"), "15000",
-            "TTL of the liveness record each worker publishes for `__heartbeat__`, by the Redis clock"),
+        liveness_ttl: Duration = var("LIVENESS_TTL_MS", Worker, Kind::Millis { min: 1_000, max: 600_000 }, Some("15000"), "15000"),
         ;
         /// The `S3_*` variables: bucket, key prefix and endpoint.
         s3: S3Settings,
@@ -330,12 +355,13 @@ settings! {
 settings! {
     /// The bucket the worker writes to (and `wharf canary` and `wharf landed` read).
     pub struct S3Settings {
-        bucket: String = var("S3_BUCKET", Worker, Kind::Text, None, "com-example-dev-us-west-2-wharf",
-            "bucket the worker writes batches to").required(Required::ForS3),
-        prefix: String = var("S3_PREFIX", Worker, Kind::Text, Some(""), "landing/", "prefix of every object key"),
+        /// bucket the worker writes batches to
+        bucket: String = var("S3_BUCKET", Worker, Kind::Text, None, "com-example-dev-us-west-2-wharf").required(Required::ForS3),
+        /// prefix of every object key
+        prefix: String = var("S3_PREFIX", Worker, Kind::Text, Some(""), "landing/"),
+        /// S3-compatible endpoint (path-style addressing); unset uses AWS
         #[serde(serialize_with = "serialize_redacted_url")]
-        endpoint_url: Option<String> = var("S3_ENDPOINT_URL", Worker, Kind::Url, None, "http://s3:9000",
-            "S3-compatible endpoint (path-style addressing); unset uses AWS"),
+        endpoint_url: Option<String> = var("S3_ENDPOINT_URL", Worker, Kind::Url, None, "http://s3:9000"),
     }
 }
 

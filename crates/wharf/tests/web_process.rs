@@ -68,7 +68,10 @@ fn misconfiguration_lists_every_problem_and_exits_2() {
 
 #[test]
 fn unreachable_config_url_exits_2_with_a_clear_error() {
-    let output = wharf(&["web"], &[("CONFIG_URL", "http://127.0.0.1:1/config.json")]);
+    let output = wharf(
+        &["web"],
+        &[("CONFIG_URL", "http://127.0.0.1:1/config.json")],
+    );
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -135,85 +138,95 @@ fn help_explains_every_command() {
 
 #[tokio::test]
 async fn check_reports_whether_the_web_role_answers() {
-    wharf_test(WHARF, Role::Web, |_| {}, |tools| async move {
-        let port = tools.port().to_string();
-        let up = tools.run(&["check"], &[("PORT", &port)]).await;
-        assert_eq!(up.status.code(), Some(0), "{}", process::text(&up));
-        let elsewhere = format!("http://127.0.0.1:{}", free_port());
-        let down = tools.run(&["check", "--url", &elsewhere], &[]).await;
-        assert_eq!(down.status.code(), Some(1), "{}", process::text(&down));
-    })
+    wharf_test(
+        WHARF,
+        Role::Web,
+        |_| {},
+        |tools| async move {
+            let port = tools.port().to_string();
+            let up = tools.run(&["check"], &[("PORT", &port)]).await;
+            assert_eq!(up.status.code(), Some(0), "{}", process::text(&up));
+            let elsewhere = format!("http://127.0.0.1:{}", free_port());
+            let down = tools.run(&["check", "--url", &elsewhere], &[]).await;
+            assert_eq!(down.status.code(), Some(1), "{}", process::text(&down));
+        },
+    )
     .await;
 }
 
 #[tokio::test]
 async fn logs_are_mozlog_with_a_request_summary_and_no_client_ip() {
-    wharf_test(WHARF, Role::Web, |_| {}, |tools| async move {
-        tools
-            .client
-            .post(tools.url("/submit/ns/t/1/2c3a0767-d84a-4d02-8a92-fa54a3376049"))
-            .header("User-Agent", "pingsender/1.0")
-            .header("X-Forwarded-For", "203.0.113.77")
-            .header("Authorization", "Bearer very-secret")
-            .header("Cookie", "session=cookie-secret")
-            .body("x")
-            .send()
-            .await
-            .unwrap();
-        let is_submit_summary = |v: &serde_json::Value| {
-            v["Fields"]["path"]
-                .as_str()
-                .is_some_and(|p| p.starts_with("/submit/"))
-        };
-        let found = eventually(SOON, || async {
+    wharf_test(
+        WHARF,
+        Role::Web,
+        |_| {},
+        |tools| async move {
             tools
+                .client
+                .post(tools.url("/submit/ns/t/1/2c3a0767-d84a-4d02-8a92-fa54a3376049"))
+                .header("User-Agent", "pingsender/1.0")
+                .header("X-Forwarded-For", "203.0.113.77")
+                .header("Authorization", "Bearer very-secret")
+                .header("Cookie", "session=cookie-secret")
+                .body("x")
+                .send()
+                .await
+                .unwrap();
+            let is_submit_summary = |v: &serde_json::Value| {
+                v["Fields"]["path"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("/submit/"))
+            };
+            let found = eventually(SOON, || async {
+                tools
+                    .wharf
+                    .events("request.summary")
+                    .iter()
+                    .any(is_submit_summary)
+            })
+            .await;
+            assert!(found, "{:#?}", tools.wharf.output());
+            let summary = tools
                 .wharf
                 .events("request.summary")
-                .iter()
-                .any(is_submit_summary)
-        })
-        .await;
-        assert!(found, "{:#?}", tools.wharf.output());
-        let summary = tools
-            .wharf
-            .events("request.summary")
-            .into_iter()
-            .find(is_submit_summary)
-            .unwrap();
-        assert_eq!(summary["EnvVersion"], "2.0");
-        assert_eq!(summary["Logger"], "wharf-web");
-        assert_eq!(summary["Severity"], 6);
-        let fields = &summary["Fields"];
-        assert_eq!(fields["agent"], "pingsender/1.0");
-        assert_eq!(fields["method"], "POST");
-        assert_eq!(fields["code"], 200);
-        assert!(fields["t"].is_u64());
-        assert_eq!(
-            fields["rid"].as_str().unwrap().len(),
-            36,
-            "a request id is generated"
-        );
-        for line in &tools.wharf.stdout() {
-            let parsed: serde_json::Value =
-                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-            assert!(
-                parsed["Fields"]
-                    .as_object()
-                    .unwrap()
-                    .values()
-                    .all(|v| !v.is_object()),
-                "{line}"
+                .into_iter()
+                .find(is_submit_summary)
+                .unwrap();
+            assert_eq!(summary["EnvVersion"], "2.0");
+            assert_eq!(summary["Logger"], "wharf-web");
+            assert_eq!(summary["Severity"], 6);
+            let fields = &summary["Fields"];
+            assert_eq!(fields["agent"], "pingsender/1.0");
+            assert_eq!(fields["method"], "POST");
+            assert_eq!(fields["code"], 200);
+            assert!(fields["t"].is_u64());
+            assert_eq!(
+                fields["rid"].as_str().unwrap().len(),
+                36,
+                "a request id is generated"
             );
-            for secret in [
-                "203.0.113.77",
-                "very-secret",
-                "cookie-secret",
-                "127.0.0.1\"",
-            ] {
-                assert!(!line.contains(secret), "`{secret}` logged: {line}");
+            for line in &tools.wharf.stdout() {
+                let parsed: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                assert!(
+                    parsed["Fields"]
+                        .as_object()
+                        .unwrap()
+                        .values()
+                        .all(|v| !v.is_object()),
+                    "{line}"
+                );
+                for secret in [
+                    "203.0.113.77",
+                    "very-secret",
+                    "cookie-secret",
+                    "127.0.0.1\"",
+                ] {
+                    assert!(!line.contains(secret), "`{secret}` logged: {line}");
+                }
             }
-        }
-    })
+        },
+    )
     .await;
 }
 
@@ -272,13 +285,18 @@ async fn a_panic_reaches_sentry_without_credentials_or_client_addresses() {
 
 #[tokio::test]
 async fn sigterm_stops_the_web_role_with_exit_0() {
-    wharf_test(WHARF, Role::Web, |_| {}, |mut tools: Tools| async move {
-        tools.wharf.terminate(SOON);
-        // Log lines are written by a writer thread; the ones logged while stopping must still
-        // reach stdout before the process exits (the pipe is read after the exit, hence a wait).
-        let shutdown = tools.wharf.wait_for_event("web.shutdown", SOON).await;
-        assert!(shutdown.is_some(), "{:#?}", tools.wharf.output());
-    })
+    wharf_test(
+        WHARF,
+        Role::Web,
+        |_| {},
+        |mut tools: Tools| async move {
+            tools.wharf.terminate(SOON);
+            // Log lines are written by a writer thread; the ones logged while stopping must still
+            // reach stdout before the process exits (the pipe is read after the exit, hence a wait).
+            let shutdown = tools.wharf.wait_for_event("web.shutdown", SOON).await;
+            assert!(shutdown.is_some(), "{:#?}", tools.wharf.output());
+        },
+    )
     .await;
 }
 
