@@ -14,10 +14,8 @@ request and the peak RSS.
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bodies  # noqa: E402
@@ -31,14 +29,12 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per saturation phase")
     ap.add_argument("--size", type=int, default=1024, help="document size in bytes before gzip")
     ap.add_argument("--connections", type=int, default=50)
-    ap.add_argument("--oha", default=shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha"))
+    ap.add_argument("--oha", default=harness.default_oha())
     args = ap.parse_args()
 
-    work = tempfile.mkdtemp(prefix="wharf-ab-")
     first_dir = args.builds[0].split(":")[0]
-    svc = harness.Services(first_dir, work, args.oha)
     targets: dict[str, tuple[int, object]] = {}
-    try:
+    with harness.services(first_dir, "wharf-ab-", args.oha) as svc:
         svc.start_redis()
         svc.start_baseline()
         targets["baseline (a)"] = (svc.baseline_port, svc.baseline)
@@ -47,10 +43,8 @@ def main() -> int:
             svc.bin_dir = directory
             svc.start_web(dict(kv.split("=", 1) for kv in assignments))
             targets[build] = (svc.web_port, svc.web)
-        body, _ = bodies.gzipped(args.size)
-        body_file = os.path.join(work, "body.json.gz")
-        with open(body_file, "wb") as f:
-            f.write(body)
+        body_file = os.path.join(svc.work, "body.json.gz")
+        bodies.write_gzipped(body_file, args.size)
 
         names = list(targets)
         results: dict[str, list[tuple[float, float, float, float]]] = {n: [] for n in names}
@@ -74,9 +68,6 @@ def main() -> int:
                   f"[{min(ratios):.3f}-{max(ratios):.3f}], CPU {statistics.median(x[1] for x in results[name]):.1f} us "
                   f"per request, peak RSS {max(x[2] for x in results[name]):.1f} MB, "
                   f"steal median {statistics.median(x[3] for x in results[name]):.1f} %")
-    finally:
-        svc.stop_all()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

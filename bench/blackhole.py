@@ -35,11 +35,9 @@ Results: bench/results/blackhole-latest.json, and a Markdown table on stdout.
 """
 
 import argparse
-import datetime
 import http.client
 import json
 import os
-import platform
 import shutil
 import socket
 import statistics
@@ -343,19 +341,6 @@ def http_get(port: int, path: str, headers: dict | None = None, timeout: float =
         conn.close()
 
 
-def web_version(port: int):
-    """The web's /__version__ (without VERSION_FILE: the crate version and the commit compiled in,
-    which HEAD may no longer be)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", "/__version__")
-        return json.loads(conn.getresponse().read())
-    except Exception as e:  # noqa: BLE001 - informative only
-        return {"error": type(e).__name__}
-    finally:
-        conn.close()
-
-
 def unshare_works() -> bool:
     if os.geteuid() != 0 or not shutil.which("unshare"):
         return False
@@ -652,13 +637,9 @@ def measure(svc: harness.Services, sinks: Sinks, web: Web, load: Load, body_file
 
 def _threads(pid: int):
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("Threads:"):
-                    return int(line.split()[1])
+        return harness.status_field(pid, "Threads")
     except OSError:
-        pass
-    return None
+        return None
 
 
 def summarize(name: str, rounds: list[dict], base_rounds: list[dict]) -> dict:
@@ -728,8 +709,7 @@ def findings(r: dict) -> list[str]:
 # ---------------------------------------------------------------- report
 
 
-def _f(v, nd=0):
-    return "-" if v is None else f"{v:,.{nd}f}"
+_f = harness.fmt
 
 
 def report(r: dict) -> str:
@@ -811,13 +791,10 @@ def check(r: dict) -> list[str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bin-dir", help="directory holding wharf (default: target/release if built, else target/debug)")
-    ap.add_argument("--report", metavar="JSON", help="print a result file as Markdown and exit")
-    ap.add_argument("--quick", action="store_true", help="smoke run (< 1 minute): 1 round of 3 s, start-up once")
-    ap.add_argument("--check", action="store_true", help="exit non-zero unless every configuration produced figures")
-    ap.add_argument("--out", help="result file (default bench/results/blackhole-latest.json; quick: "
-                    "bench/results/quick.blackhole.json)")
+    ap = harness.ResultArgs(__doc__, "directory holding wharf (default: target/release if built, else target/debug)",
+                            "smoke run (< 1 minute): 1 round of 3 s, start-up once",
+                            ("blackhole-latest.json", "quick.blackhole.json"),
+                            report=report, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
                     help=f"comma-separated, baseline first (default %(default)s; also: "
                     f"{', '.join(c for c in CONFIGS if c not in DEFAULT_CONFIGS)})")
@@ -830,14 +807,11 @@ def main() -> int:
     ap.add_argument("--no-startup", action="store_true", help="leave out the start-up cases")
     ap.add_argument("--load", choices=("auto", "oha", "wrk"), default="auto",
                     help="load generator: oha (bench/harness.py's) if installed, else wrk")
-    ap.add_argument("--oha", default=shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha"))
+    ap.add_argument("--oha", default=harness.default_oha())
     ap.add_argument("--stop-grace", type=float, default=12.0,
                     help="seconds from SIGTERM to SIGKILL (SHUTDOWN_GRACE_MS is 8 s)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (web logs)")
     args = ap.parse_args()
-    if args.report:
-        print(report(json.load(open(args.report))))
-        return 0
     quick = args.quick
     rounds = max(1, args.rounds or (1 if quick else 3))
     duration = args.duration or (3.0 if quick else 10.0)
@@ -848,15 +822,10 @@ def main() -> int:
             ap.error(f"unknown configuration {c} (known: {', '.join(CONFIGS)})")
     if names[0] != "baseline":
         ap.error("the first configuration must be baseline")
-    if not args.out:
-        args.out = os.path.join(HERE, "results", "quick.blackhole.json" if quick else "blackhole-latest.json")
-    for tool in ("redis-server", "redis-cli"):
-        if not shutil.which(tool):
-            raise HarnessError(f"{tool} not found (bench/install-tools)")
+    harness.need_tools(("redis-server", "redis-cli"))
     bin_dir = _binary(args.bin_dir)
+    harness.need_bins(bin_dir, ("wharf",))
     wharf = os.path.join(bin_dir, "wharf")
-    if not os.access(wharf, os.X_OK):
-        raise HarnessError(f"wharf not found in {bin_dir}")
 
     started = time.time()
     work = tempfile.mkdtemp(prefix="wharf-bench-blackhole-")
@@ -867,14 +836,10 @@ def main() -> int:
     build = "release" if os.path.basename(os.path.normpath(bin_dir)) == "release" else (
         "debug" if os.path.basename(os.path.normpath(bin_dir)) == "debug" else "unknown")
     result = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": " ".join(["python3 bench/blackhole.py", *sys.argv[1:]]),
-        "machine": {"cores": os.cpu_count(), "kernel": platform.release(), "loadavg_at_start": os.getloadavg(),
-                    "cpu": harness._cpu_model()},
+        **harness.run_header("python3 bench/blackhole.py"),
         "tools": {"load": load.version(), "redis": harness._version(["redis-server", "--version"])},
-        "binary": {"path": wharf, "build": build, "mtime": datetime.datetime.fromtimestamp(
-            os.stat(wharf).st_mtime, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},
-        "source": _source(),
+        "binary": harness.binary_info(wharf, build=build),
+        "source": harness.git_source(["crates", "Cargo.lock"]),
         "mode": "quick" if quick else "default",
         "settings": {"rounds": rounds, "duration_s": duration, "connections": args.connections,
                      "error_rate": args.error_rate, "load_generator": load.tool, "dns_stand_ins": bool(sinks.dns),
@@ -894,10 +859,8 @@ def main() -> int:
     webs: dict[str, Web] = {}
     try:
         svc.start_redis()
-        body, raw = bodies.gzipped(1024)
         body_file = os.path.join(work, "body-1024.json.gz")
-        with open(body_file, "wb") as f:
-            f.write(body)
+        body, raw = bodies.write_gzipped(body_file, 1024)
         result["document"] = {"raw_bytes": raw, "gzip_bytes": len(body)}
 
         if not args.no_startup:
@@ -916,30 +879,20 @@ def main() -> int:
             webs[name] = web
             log(f"{name}: web up in {res['startup_s']} s on port {web.port}")
             if name == "baseline":
-                result["binary"]["version"] = web_version(web.port)
+                result["binary"]["version"] = harness.web_version(web.port)
             result["configurations"][name] = {"startup_s": res["startup_s"]}
 
-        per_config: dict[str, list[dict]] = {n: [] for n in names}
-        for r in range(rounds):
-            order = names[r % len(names):] + names[:r % len(names)]
-            for attempt in (1, 2):
-                figs = {}
-                for name in order:
-                    log(f"round {r + 1}/{rounds}: {name}")
-                    figs[name] = measure(svc, sinks, webs[name], load, body_file, duration, args.connections,
-                                         args.error_rate, CONFIGS[name][2])
-                    f = figs[name]
-                    ec = f.get("error_client") or {}
-                    log(f"  {f['throughput_rps']} req/s, p50 {f['p50_ms']} p99 {f['p99_ms']} ms, failed "
-                        f"{f['errors_total']}, steal {f['steal_percent']} %, /__error__ answered "
-                        f"{sum((ec.get('answered') or {}).values())}/{ec.get('sent')}, sinks {f['sinks']}")
-                stolen = max(f.get("steal_percent") or 0 for f in figs.values())
-                if stolen <= harness.STEAL_RETRY_PERCENT or attempt == 2:
-                    break
-                log(f"  {stolen} % of the CPU was stolen during this round; repeating it once")
-            for name in names:
-                figs[name]["attempt"] = attempt
-                per_config[name].append(figs[name])
+        def phase(r: int, _attempt: int, name: str) -> dict:
+            log(f"round {r + 1}/{rounds}: {name}")
+            f = measure(svc, sinks, webs[name], load, body_file, duration, args.connections,
+                        args.error_rate, CONFIGS[name][2])
+            ec = f.get("error_client") or {}
+            log(f"  {f['throughput_rps']} req/s, p50 {f['p50_ms']} p99 {f['p99_ms']} ms, failed "
+                f"{f['errors_total']}, steal {f['steal_percent']} %, /__error__ answered "
+                f"{sum((ec.get('answered') or {}).values())}/{ec.get('sent')}, sinks {f['sinks']}")
+            return f
+
+        per_config = harness.interleaved_rounds(names, rounds, phase, "attempt")
 
         for name in names:
             result["configurations"][name].update(summarize(name, per_config[name], per_config["baseline"]))
@@ -963,35 +916,10 @@ def main() -> int:
     finally:
         svc.stop_all()
         sinks.close()
-        result["elapsed_s"] = round(time.time() - started, 1)
-        if args.keep:
-            log(f"work directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        harness.close_work(result, started, work, args.keep)
 
     result["findings"] = findings(result)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    log(f"wrote {args.out} in {result['elapsed_s']} s")
-    print(report(result))
-    if args.check:
-        problems = check(result)
-        for p in problems:
-            log(f"CHECK FAILED: {p}")
-        return 1 if problems else 0
-    return 0
-
-
-def _source() -> dict:
-    try:
-        head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "crates", "Cargo.lock"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except OSError:
-        return {}
-    return {"commit_checked_out": head, "crates_uncommitted_changes": bool(dirty)}
+    return harness.publish(result, args.out, report(result), check(result) if args.check else None)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,14 @@ def gzipped(target_bytes: int, seed: int = 1) -> tuple[bytes, int]:
     return gzip.compress(raw, compresslevel=6, mtime=0), len(raw)
 
 
+def write_gzipped(path: str, target_bytes: int) -> tuple[bytes, int]:
+    """gzipped(target_bytes), the body also written to `path` for the load generator to post."""
+    body, raw = gzipped(target_bytes)
+    with open(path, "wb") as f:
+        f.write(body)
+    return body, raw
+
+
 if __name__ == "__main__":
     for size in (1024, 10240):
         body, raw = gzipped(size)

@@ -27,10 +27,7 @@ shows what a master costs per document and that throughput does not fall with mo
 """
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -444,17 +441,14 @@ def log_problems(work: str) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bin-dir", help="directory holding wharf and s3-standin (bench/run passes it)")
-    ap.add_argument("--report", metavar="JSON", help="print a result file as Markdown tables and exit")
+    ap = harness.ResultArgs(__doc__, "directory holding wharf and s3-standin (bench/run passes it)",
+                            "smoke run (about 30 s): standalone, cluster-1m and cluster-3m, 1 round of 2 s, end to "
+                            "end on cluster-3m only", ("cluster-latest.json", "quick.cluster.json"),
+                            report=report, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layout", nargs=2, type=int, metavar=("SHARDS", "MASTERS"),
                     help="print which master holds each shard stream, with evenly split slot ranges and with "
                     "balanced ones, and exit")
-    ap.add_argument("--quick", action="store_true", help="smoke run (about 30 s): standalone, cluster-1m and cluster-3m, "
-                    "1 round of 2 s, end to end on cluster-3m only")
-    ap.add_argument("--check", action="store_true", help="exit non-zero unless every configuration produced figures")
-    ap.add_argument("--oha", default=shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha"))
-    ap.add_argument("--out", help="result file (default bench/results/cluster-latest.json; quick: bench/results/quick.cluster.json, git-ignored)")
+    ap.add_argument("--oha", default=harness.default_oha())
     ap.add_argument("--rounds", type=int, help="interleaved saturation rounds (default 7, quick 1): many short rounds, "
                     "so that the median survives a noisy neighbour")
     ap.add_argument("--duration", type=float, help="seconds per saturation phase (default 3, quick 2)")
@@ -471,9 +465,6 @@ def main() -> int:
                     help="end-to-end offered rate, as a fraction of the lowest median saturation")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
-    if args.report:
-        print(report(json.load(open(args.report))))
-        return 0
     if args.layout:
         print(layout_text(*args.layout))
         return 0
@@ -483,18 +474,11 @@ def main() -> int:
     rounds = max(1, args.rounds or (1 if quick else 7))
     duration = args.duration or (2.0 if quick else 3.0)
     e2e_duration = args.e2e_duration if args.e2e_duration is not None else (2.0 if quick else 20.0)
-    if not args.out:
-        args.out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                "quick.cluster.json" if quick else "cluster-latest.json")
     worker_env = {"BATCH_MAX_AGE_MS": "1000"} if quick else {}
-    for tool in ("redis-server", "redis-cli", "redis-benchmark"):
-        if not shutil.which(tool):
-            raise HarnessError(f"{tool} not found (bench/install-tools)")
+    harness.need_tools(("redis-server", "redis-cli", "redis-benchmark"))
     if not os.path.exists(args.oha):
         raise HarnessError("oha not found: bench/install-tools")
-    for b in ("wharf", "s3-standin"):
-        if not os.access(os.path.join(args.bin_dir, b), os.X_OK):
-            raise HarnessError(f"{b} not found in {args.bin_dir}")
+    harness.need_bins(args.bin_dir, ("wharf", "s3-standin"))
 
     started = time.time()
     work = tempfile.mkdtemp(prefix="wharf-bench-cluster-")
@@ -521,14 +505,11 @@ def main() -> int:
         for n in (int(x) for x in args.wait_shards.split(",") if x.strip()):
             targets.append(target(f"cluster-3m-r1-wait1-s{n}", shards=n, web_env={"REDIS_MIN_REPLICAS_ACK": "1"}))
     result = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": " ".join(["bench/cluster.py", *sys.argv[1:]]),
-        "machine": {"cores": os.cpu_count(), "kernel": platform.release(), "loadavg_at_start": os.getloadavg(),
-                    "cpu": harness._cpu_model()},
+        **harness.run_header("bench/cluster.py"),
         "tools": {"oha": subprocess.run([args.oha, "--version"], capture_output=True, text=True).stdout.strip(),
                   "redis": harness._version(["redis-server", "--version"])},
         "mode": "quick" if quick else "default",
-        "source": _source(),
+        "source": harness.git_source(["crates", "Cargo.lock"], commit_key="commit"),
         "settings": {"rounds": rounds, "duration_s": duration, "connections": args.connections, "size": args.size,
                      "queue_shards": args.shards, "e2e_duration_s": e2e_duration, "e2e_load": args.e2e_load,
                      "workers": args.workers, "worker_env": worker_env},
@@ -546,10 +527,8 @@ def main() -> int:
                 if t.cluster:
                     log(f"  {len(t.cluster.nodes)} nodes healthy in {t.cluster.started_in_s} s")
             t.start_web(t.web_env)
-        body, raw = bodies.gzipped(args.size)
         body_file = os.path.join(work, "body.json.gz")
-        with open(body_file, "wb") as f:
-            f.write(body)
+        body, raw = bodies.write_gzipped(body_file, args.size)
         result["document"] = {"raw_bytes": raw, "gzip_bytes": len(body)}
         for t in targets:
             masters = t.masters()
@@ -569,25 +548,17 @@ def main() -> int:
             t.flush()
 
         # Saturation, interleaved.
-        names = [t.name for t in targets]
-        for r in range(rounds):
-            shift = r % len(targets)
-            order = targets[shift:] + targets[:shift]
-            for attempt in (1, 2):
-                figs = {}
-                for t in order:
-                    figs[t.name] = saturation(t, body_file, duration, args.connections)
-                    f = figs[t.name]
-                    log(f"round {r + 1}/{rounds} {t.name}: {f['throughput_rps']} req/s, web {f['web_cpu_us_per_request']} us/req, "
-                        f"redis {f['redis_cpu_us_per_doc']} us/doc, p99 {f['p99_ms']} ms, steal {f['steal_percent']} %, "
-                        f"other processes {f['other_cpu_cores']} cores")
-                stolen = max(f.get("steal_percent") or 0 for f in figs.values())
-                if stolen <= harness.STEAL_RETRY_PERCENT or attempt == 2:
-                    break
-                log(f"  {stolen} % of the CPU was stolen during this round; repeating it once")
-            for name in names:
-                figs[name]["attempts"] = attempt
-                result["configurations"][name]["rounds"].append(figs[name])
+        by_name = {t.name: t for t in targets}
+
+        def phase(r: int, _attempt: int, name: str) -> dict:
+            f = saturation(by_name[name], body_file, duration, args.connections)
+            log(f"round {r + 1}/{rounds} {name}: {f['throughput_rps']} req/s, web {f['web_cpu_us_per_request']} us/req, "
+                f"redis {f['redis_cpu_us_per_doc']} us/doc, p99 {f['p99_ms']} ms, steal {f['steal_percent']} %, "
+                f"other processes {f['other_cpu_cores']} cores")
+            return f
+
+        for name, figs in harness.interleaved_rounds(list(by_name), rounds, phase, "attempts").items():
+            result["configurations"][name]["rounds"] += figs
         base = [f["throughput_rps"] for f in result["configurations"]["standalone"]["rounds"]]
         base_web = [f["web_cpu_us_per_request"] for f in result["configurations"]["standalone"]["rounds"]]
         base_redis = [f["redis_cpu_us_per_doc"] for f in result["configurations"]["standalone"]["rounds"]]
@@ -646,38 +617,12 @@ def main() -> int:
         for t in targets:
             if t.name in result["configurations"]:
                 result["configurations"][t.name]["log_problems"] = log_problems(t.work)
-        result["elapsed_s"] = round(time.time() - started, 1)
-        shutil.rmtree(work, ignore_errors=True)
+        harness.close_work(result, started, work, keep=False)
 
     result["shard_spread_even_slot_ranges"] = {
         str(m): {str(n): spread(n, m) for n in (4, 8, 12, 16, 24, 48, 54, 60, 64, 120)} for m in (2, 3, 4, 6, 8)}
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    log(f"wrote {args.out} in {result['elapsed_s']} s")
-    print(report(result))
-    if args.check:
-        problems = check(result, e2e_duration > 0)
-        for p in problems:
-            log(f"CHECK FAILED: {p}")
-        if problems:
-            return 1
-        log("check passed: every configuration produced figures")
-    return 0
-
-
-def _source() -> dict:
-    """The commit checked out, and whether crates/ had uncommitted changes (the binaries may have
-    been built from them)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "crates", "Cargo.lock"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except OSError:
-        return {}
-    return {"commit": head, "crates_uncommitted_changes": bool(dirty)}
+    return harness.publish(result, args.out, report(result), check(result, e2e_duration > 0) if args.check else None,
+                           "check passed: every configuration produced figures")
 
 
 def check(r: dict, e2e: bool) -> list[str]:
@@ -695,8 +640,7 @@ def check(r: dict, e2e: bool) -> list[str]:
     return problems
 
 
-def _f(v, nd=0):
-    return "-" if v is None else f"{v:,.{nd}f}"
+_f = harness.fmt
 
 
 def report(r: dict) -> str:

@@ -7,8 +7,10 @@ harness starts is stopped (SIGTERM, then SIGKILL) before it exits, also on Ctrl-
 """
 
 import argparse
+import contextlib
 import datetime
 import gzip
+import http.client
 import json
 import os
 import resource
@@ -92,13 +94,20 @@ def self_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def status_mb(pid: int, field: str) -> float:
-    """A kB field of /proc/PID/status (`VmHWM`, `VmRSS`), in MB."""
+def status_field(pid: int, field: str) -> int | None:
+    """A numeric field of /proc/PID/status (`VmRSS` in kB, `Threads`); None if it has no such
+    field. Raises OSError once the process is gone."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+                return int(line.split()[1])
+    return None
+
+
+def status_mb(pid: int, field: str) -> float:
+    """A kB field of /proc/PID/status (`VmHWM`, `VmRSS`), in MB."""
+    kb = status_field(pid, field)
+    return 0.0 if kb is None else kb / 1024
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -543,12 +552,10 @@ def _r(v):
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="the CI smoke run: 1 KB bodies, short phases (< 1 minute)")
-    ap.add_argument("--check", action="store_true", help="exit non-zero unless every phase produced figures")
-    ap.add_argument("--bin-dir", required=True, help="directory holding wharf, s3-standin, wharf-bench-baseline")
-    ap.add_argument("--oha", default=shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha"))
-    ap.add_argument("--out", help="result file (default bench/results/latest.json; quick: bench/results/quick.json)")
+    ap = ResultArgs(__doc__, "directory holding wharf, s3-standin, wharf-bench-baseline",
+                    "the CI smoke run: 1 KB bodies, short phases (< 1 minute)", ("latest.json", "quick.json"),
+                    checked="every phase produced figures", bin_dir_required=True)
+    ap.add_argument("--oha", default=default_oha())
     ap.add_argument("--workers", type=int, default=2, help="wharf worker processes in the end-to-end phase")
     ap.add_argument("--duration", type=float, help="seconds per load phase (default 10, quick 3)")
     ap.add_argument("--rounds", type=int, help="interleaved saturation rounds per size, baseline (a) and wharf "
@@ -563,9 +570,6 @@ def main() -> int:
     args = ap.parse_args()
 
     quick = args.quick
-    if not args.out:
-        results = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-        args.out = os.path.join(results, "quick.json" if quick else "latest.json")
     duration = args.duration or (3.0 if quick else 10.0)
     args.rounds = max(1, args.rounds or (1 if quick else 3))
     e2e_duration = args.e2e_duration or (8.0 if quick else 60.0)
@@ -576,24 +580,17 @@ def main() -> int:
     if quick:
         worker_env.setdefault("BATCH_MAX_AGE_MS", "2000")
 
-    for tool in ("redis-server", "redis-cli", "redis-benchmark"):
-        if not shutil.which(tool):
-            raise HarnessError(f"{tool} not found (apt-get install redis-server redis-tools)")
+    need_tools(("redis-server", "redis-cli", "redis-benchmark"), "apt-get install redis-server redis-tools")
     if not os.path.exists(args.oha):
         raise HarnessError("oha not found: bench/install-oha (cargo install oha --locked)")
-    for b in ("wharf", "s3-standin", "wharf-bench-baseline"):
-        if not os.access(os.path.join(args.bin_dir, b), os.X_OK):
-            raise HarnessError(f"{b} not found in {args.bin_dir}")
+    need_bins(args.bin_dir, ("wharf", "s3-standin", "wharf-bench-baseline"))
 
     started = time.time()
     work = tempfile.mkdtemp(prefix="wharf-bench-")
     svc = Services(args.bin_dir, work, args.oha)
     oha_version = subprocess.run([args.oha, "--version"], capture_output=True, text=True).stdout.strip()
     result = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": " ".join(["bench/run", *sys.argv[1:]]),
-        "machine": {"cores": os.cpu_count(), "kernel": platform.release(), "loadavg_at_start": os.getloadavg(),
-                    "cpu": _cpu_model()},
+        **run_header("bench/run"),
         "tools": {"oha": oha_version, "redis": _version(["redis-server", "--version"])},
         "mode": "quick" if quick else "default",
         "settings": {"duration_s": duration, "rounds": args.rounds, "connections": args.connections, "e2e_duration_s": e2e_duration,
@@ -607,30 +604,21 @@ def main() -> int:
         svc.start_baseline()
         svc.redis("FLUSHALL")
         for size in sizes:
-            body, raw = bodies.gzipped(size)
             body_file = os.path.join(work, f"body-{size}.json.gz")
-            with open(body_file, "wb") as f:
-                f.write(body)
+            body, raw = bodies.write_gzipped(body_file, size)
             entry = {"raw_bytes": raw, "gzip_bytes": len(body)}
             # Saturation in interleaved rounds (a, wharf, then wharf, a, ...): on a shared machine
             # a single pair of phases can land in a quiet and a busy moment; the median of the
             # per-round ratios is the figure, and the round that gave it supplies the details.
+            def phase(r: int, _attempt: int, target: str) -> dict:
+                log(f"{size} B documents ({len(body)} B gzip): saturation round {r + 1}/{args.rounds}, {target}")
+                fig = saturation(svc, target, body_file, duration, args.connections)
+                log(f"  {target} {fig['throughput_rps']} req/s p99 {fig['p99_ms']} ms, "
+                    f"steal {fig.get('steal_percent')} %")
+                return fig
+
             rounds = []
-            for r in range(args.rounds):
-                order = ("baseline", "wharf") if r % 2 == 0 else ("wharf", "baseline")
-                for attempt in (1, 2):
-                    figs = {}
-                    for target in order:
-                        log(f"{size} B documents ({len(body)} B gzip): saturation round {r + 1}/{args.rounds}, {target}")
-                        figs[target] = saturation(svc, target, body_file, duration, args.connections)
-                        log(f"  {target} {figs[target]['throughput_rps']} req/s p99 {figs[target]['p99_ms']} ms, "
-                            f"steal {figs[target].get('steal_percent')} %")
-                    stolen = max(f.get("steal_percent") or 0 for f in figs.values())
-                    if stolen <= STEAL_RETRY_PERCENT or attempt == 2:
-                        break
-                    # One phase of the pair ran while other guests had the CPU: the ratio would
-                    # compare a starved server with a fed one. Run the pair once more.
-                    log(f"  {stolen} % of the CPU was stolen during this round; repeating it once")
+            for figs, attempt in steal_checked_rounds(["baseline", "wharf"], args.rounds, phase):
                 figs["attempts"] = attempt
                 rounds.append(figs)
             ratios = [f["wharf"]["throughput_rps"] / f["baseline"]["throughput_rps"] if f["baseline"]["throughput_rps"] else 0.0
@@ -697,27 +685,10 @@ def main() -> int:
         e2e["worker_rss_growth_mb"] = round(growth, 1)
     finally:
         svc.stop_all()
-        result["elapsed_s"] = round(time.time() - started, 1)
-        if args.keep:
-            log(f"work directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        close_work(result, started, work, args.keep)
 
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    svg = os.path.splitext(args.out)[0] + ".svg"
-    plot.write_svg(result, svg)
-    log(f"wrote {args.out} and {svg} in {result['elapsed_s']} s")
-    print(summary_text(result))
-    if args.check:
-        problems = check(result)
-        if problems:
-            for p in problems:
-                log(f"CHECK FAILED: {p}")
-            return 1
-        log("check passed: every phase produced figures")
-    return 0
+    return publish(result, args.out, summary_text(result), check(result) if args.check else None,
+                   "check passed: every phase produced figures", svg=os.path.splitext(args.out)[0] + ".svg")
 
 
 def _line_len(gzip_len: int) -> int:
@@ -793,11 +764,195 @@ def summary_text(r: dict) -> str:
     return "\n".join(lines)
 
 
-def run_main(main) -> None:
-    """Runs a bench tool's main(): exit code 2 with one line on a HarnessError, 130 on Ctrl-C."""
+# ---------------------------------------------------------------- shared by the bench tools
+
+
+def default_oha() -> str:
+    return shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha")
+
+
+class ResultArgs(argparse.ArgumentParser):
+    """The parser of a tool that writes a result file: --bin-dir, --quick, --check, --out, whose
+    default, bench/results/FILES[0] (--quick: FILES[1]), parse_args fills in, and with a `report`
+    function --report, which parse_args answers (it prints the file through `report` and exits)."""
+
+    def __init__(self, doc: str, bin_dir: str, quick: str, files: tuple[str, str],
+                 checked: str = "every configuration produced figures", report=None,
+                 bin_dir_required: bool = False, **kw):
+        super().__init__(description=doc, **kw)
+        self.files = files
+        self.report = report
+        self.add_argument("--bin-dir", required=bin_dir_required, help=bin_dir)
+        if report:
+            self.add_argument("--report", metavar="JSON", help="print a result file as Markdown and exit")
+        self.add_argument("--quick", action="store_true", help=quick)
+        self.add_argument("--check", action="store_true", help=f"exit non-zero unless {checked}")
+        self.add_argument("--out", help=f"result file (default bench/results/{files[0]}; quick: "
+                          f"bench/results/{files[1]}, git-ignored)")
+
+    def parse_args(self, *a, **kw):
+        args = super().parse_args(*a, **kw)
+        if self.report and args.report:
+            with open(args.report) as f:
+                print(self.report(json.load(f)))
+            sys.exit(0)
+        args.out = args.out or result_path(self.files[1] if args.quick else self.files[0])
+        return args
+
+
+def result_path(name: str) -> str:
+    """bench/results/NAME, wherever this runs from."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", name)
+
+
+def need_tools(tools: tuple[str, ...], hint: str = "bench/install-tools") -> None:
+    for tool in tools:
+        if not shutil.which(tool):
+            raise HarnessError(f"{tool} not found ({hint})")
+
+
+def need_bins(bin_dir: str, names: tuple[str, ...], hint: str | None = None) -> None:
+    for b in names:
+        if not os.access(os.path.join(bin_dir, b), os.X_OK):
+            raise HarnessError(f"{b} not found in {bin_dir}" + (f" ({hint})" if hint else ""))
+
+
+def utc_stamp(t: float | None = None) -> str:
+    """`t` (default now) as the result files write times: ISO 8601, UTC, whole seconds."""
+    when = datetime.datetime.now(datetime.timezone.utc) if t is None else (
+        datetime.datetime.fromtimestamp(t, datetime.timezone.utc))
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run_header(command: str) -> dict:
+    """The first fields of a result file: when, the command line (`command` and this process's
+    arguments) and the machine."""
+    return {
+        "date": utc_stamp(),
+        "command": " ".join([command, *sys.argv[1:]]),
+        "machine": {"cores": os.cpu_count(), "kernel": platform.release(), "loadavg_at_start": os.getloadavg(),
+                    "cpu": _cpu_model()},
+    }
+
+
+def binary_info(path: str, **more) -> dict:
+    """A result file's `binary`: the path, `more`, and the build time (the commit checked out may
+    not be the one it was built from)."""
+    return {"path": path, **more, "mtime": utc_stamp(os.stat(path).st_mtime)}
+
+
+def git_source(paths: list[str], commit_key: str = "commit_checked_out",
+               dirty_key: str = "crates_uncommitted_changes") -> dict:
+    """The commit checked out, and whether `paths` had uncommitted changes (the binaries may have
+    been built from them)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", *paths],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except OSError:
+        return {}
+    return {commit_key: head, dirty_key: bool(dirty)}
+
+
+def web_version(port: int):
+    """The web's /__version__ (without VERSION_FILE: the crate version and the commit compiled in,
+    which HEAD may no longer be)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/__version__")
+        return json.loads(conn.getresponse().read())
+    except Exception as e:  # noqa: BLE001 - informative only
+        return {"error": type(e).__name__}
+    finally:
+        conn.close()
+
+
+def steal_checked_rounds(names: list[str], rounds: int, measure_one):
+    """Interleaved rounds over `names`, the order rotated every round; yields ({name: figures},
+    attempt) per round. measure_one(round, attempt, name) returns one phase's figures with their
+    steal_percent."""
+    for r in range(rounds):
+        shift = r % len(names)
+        order = names[shift:] + names[:shift]
+        for attempt in (1, 2):
+            figs = {name: measure_one(r, attempt, name) for name in order}
+            stolen = max(f.get("steal_percent") or 0 for f in figs.values())
+            if stolen <= STEAL_RETRY_PERCENT or attempt == 2:
+                break
+            # A phase of the round ran while other guests had the CPU: its ratios would compare a
+            # starved server with a fed one. The round runs once more.
+            log(f"  {stolen} % of the CPU was stolen during this round; repeating it once")
+        yield figs, attempt
+
+
+def interleaved_rounds(names: list[str], rounds: int, measure_one, attempt_key: str) -> dict[str, list[dict]]:
+    """steal_checked_rounds, as every name's figures round by round, each with its round's attempt
+    under `attempt_key`."""
+    per: dict[str, list[dict]] = {name: [] for name in names}
+    for figs, attempt in steal_checked_rounds(names, rounds, measure_one):
+        for name in names:
+            figs[name][attempt_key] = attempt
+            per[name].append(figs[name])
+    return per
+
+
+def fmt(v, nd=0) -> str:
+    """A figure in a report table: thousands separated, `nd` decimals, "-" for none."""
+    return "-" if v is None else f"{v:,.{nd}f}"
+
+
+@contextlib.contextmanager
+def services(bin_dir: str, prefix: str, oha: str):
+    """Services in a fresh work directory, for tools that keep nothing of a run: every process
+    stopped and the directory removed at the end."""
+    work = tempfile.mkdtemp(prefix=prefix)
+    svc = Services(bin_dir, work, oha)
+    try:
+        yield svc
+    finally:
+        svc.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def close_work(result: dict, started: float, work: str, keep: bool) -> None:
+    """Once every process is stopped: the run's duration, and the work directory removed unless kept."""
+    result["elapsed_s"] = round(time.time() - started, 1)
+    if keep:
+        log(f"work directory kept: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def publish(result: dict, out: str, text: str, problems: list[str] | None, passed: str | None = None,
+            svg: str | None = None) -> int:
+    """Writes the result file (and its plot), prints `text`, and returns the exit code: with --check
+    (`problems` not None), 1 when a phase produced no figures."""
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=2)
+    wrote = out
+    if svg:
+        plot.write_svg(result, svg)
+        wrote = f"{out} and {svg}"
+    log(f"wrote {wrote} in {result['elapsed_s']} s")
+    print(text)
+    for p in problems or []:
+        log(f"CHECK FAILED: {p}")
+    if problems:
+        return 1
+    if problems is not None and passed:
+        log(passed)
+    return 0
+
+
+def run_main(main, errors: tuple[type[Exception], ...] = ()) -> None:
+    """Runs a bench tool's main(): exit code 2 with one line on a HarnessError (or one of `errors`,
+    a client library's), 130 on Ctrl-C."""
     try:
         sys.exit(main())
-    except HarnessError as e:
+    except (HarnessError, *errors) as e:
         log(f"error: {e}")
         sys.exit(2)
     except KeyboardInterrupt:

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -29,27 +28,23 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin-dir", required=True)
     ap.add_argument("--duration", type=float, default=8.0, help="seconds of load; perf counts the middle part")
-    ap.add_argument("--oha", default=shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha"))
+    ap.add_argument("--oha", default=harness.default_oha())
     ap.add_argument("env", nargs="*", help="extra web environment, K=V")
     args = ap.parse_args()
     if not shutil.which("perf"):
         raise harness.HarnessError("perf not found (apt-get install linux-perf)")
 
-    work = tempfile.mkdtemp(prefix="wharf-syscalls-")
-    svc = harness.Services(args.bin_dir, work, args.oha)
-    try:
+    with harness.services(args.bin_dir, "wharf-syscalls-", args.oha) as svc:
         svc.start_redis()
         svc.start_web(dict(kv.split("=", 1) for kv in args.env))
-        body, _ = bodies.gzipped(1024)
-        body_file = os.path.join(work, "body.json.gz")
-        with open(body_file, "wb") as f:
-            f.write(body)
+        body_file = os.path.join(svc.work, "body.json.gz")
+        bodies.write_gzipped(body_file, 1024)
         load: dict = {}
         driver = threading.Thread(target=lambda: load.update(
             harness.oha_run(svc, svc.web_port, body_file, args.duration, 50, None)))
         driver.start()
         window = max(1.0, args.duration - 3.0)
-        counts_file = os.path.join(work, "perf.csv")
+        counts_file = os.path.join(svc.work, "perf.csv")
         # Counted over `window` seconds starting 1 s into the load; requests in the window are
         # estimated from oha's average rate.
         threading.Event().wait(1.0)
@@ -63,9 +58,6 @@ def main() -> int:
                 parts = line.strip().split(",")
                 if len(parts) > 2 and parts[0].replace(".", "").isdigit():
                     print(f"  {parts[2]:32s} {float(parts[0]) / requests:6.2f}")
-    finally:
-        svc.stop_all()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

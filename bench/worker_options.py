@@ -37,16 +37,13 @@ phases the worker is stopped, database 0 flushed and the objects deleted. BATCH_
 """
 
 import argparse
-import datetime
 import gzip
 import http.client
 import json
 import multiprocessing
 import os
-import platform
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -59,6 +56,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cluster  # noqa: E402
 import harness  # noqa: E402
 from harness import HarnessError, log  # noqa: E402
+
+try:
+    import redis
+except ImportError:
+    # Said before the backlog is made (minutes on a large run), not at the first Redis call.
+    log("error: redis-py not found (scripts/install-test-deps, or python3 -m pip install redis==8.1.0)")
+    sys.exit(2)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -74,81 +78,13 @@ LEDGER_PATTERN = "wharf:{*}:landed:*"
 NAMESPACE, DOC_TYPE, DOC_VERSION = "org-mozilla-fenix", "metrics", "1"
 
 
-# ---------------------------------------------------------------- a small Redis client
+# ---------------------------------------------------------------- Redis
 
 
-class RespError(Exception):
-    pass
-
-
-class Resp:
-    """One RESP connection to redis-server: commands and pipelines without a redis-cli process
-    per call (polling the backlog every 50 ms must not compete with the worker for the cores)."""
-
-    def __init__(self, port: int, db: int = 0):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-        self.file = self.sock.makefile("rb")
-        if db:
-            self.call("SELECT", str(db))
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
-
-    @staticmethod
-    def _encode(args) -> bytes:
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            b = a if isinstance(a, bytes) else str(a).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(b), b))
-        return b"".join(out)
-
-    def _read(self):
-        line = self.file.readline()
-        if not line:
-            raise HarnessError("redis-server closed the connection")
-        kind, rest = line[:1], line[1:-2]
-        if kind == b"+":
-            return rest.decode()
-        if kind == b"-":
-            return RespError(rest.decode())
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            data = self.file.read(n + 2)
-            return data[:-2]
-        if kind == b"*":
-            n = int(rest)
-            return None if n < 0 else [self._read() for _ in range(n)]
-        raise HarnessError(f"unexpected RESP reply {line[:40]!r}")
-
-    def pipeline(self, commands: list, chunk: int = 1000) -> list:
-        replies = []
-        for i in range(0, len(commands), chunk):
-            part = commands[i:i + chunk]
-            self.sock.sendall(b"".join(self._encode(c) for c in part))
-            replies.extend(self._read() for _ in part)
-        for r in replies:
-            if isinstance(r, RespError):
-                raise HarnessError(f"redis: {r}")
-        return replies
-
-    def call(self, *args):
-        return self.pipeline([args])[0]
-
-    def info(self, section: str) -> dict:
-        return cluster.info_fields(self.call("INFO", section).decode())
-
-    def scan(self, pattern: str) -> list[bytes]:
-        keys, cursor = [], b"0"
-        while True:
-            cursor, batch = self.call("SCAN", cursor, "MATCH", pattern, "COUNT", "1000")
-            keys.extend(batch)
-            if cursor == b"0":
-                return keys
+def redis_client(port: int, db: int) -> redis.Redis:
+    """One connection to a database of the run's redis-server: polling the backlog every 50 ms
+    must not compete with the worker for the cores, as a redis-cli process per call would."""
+    return redis.Redis(host="127.0.0.1", port=port, db=db, socket_timeout=60, protocol=2)
 
 
 # ---------------------------------------------------------------- a slower S3
@@ -280,18 +216,6 @@ def make_backlog(n: int, target_bytes: int, body_encoding: str) -> list[tuple[st
         return pool.map(_one, [(i, target_bytes, body_encoding) for i in range(n)], chunksize=1000)
 
 
-def web_version(port: int) -> dict:
-    """The web's /__version__ (without VERSION_FILE: the crate version and the commit compiled in)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", "/__version__")
-        return json.loads(conn.getresponse().read())
-    except Exception as e:  # noqa: BLE001 - informative only
-        return {"error": type(e).__name__}
-    finally:
-        conn.close()
-
-
 def submit_all(port: int, docs: list, body_encoding: str, threads: int = 4) -> dict:
     """POSTs every document to wharf web (keep-alive connections, `threads` at a time)."""
     headers = {"Content-Type": "application/json; charset=utf-8", "Date": "Mon, 01 Dec 2026 02:00:00 GMT",
@@ -337,32 +261,42 @@ class Bench:
         self.svc = svc
         self.n = n
         self.s3_port = s3_port
-        self.db0 = Resp(svc.redis_port, 0)
-        self.db1 = Resp(svc.redis_port, 1)
+        self.db0 = redis_client(svc.redis_port, 0)
+        self.db1 = redis_client(svc.redis_port, 1)
         self.pristine: list[bytes] = []
         self.s3_pid = next(p.pid for name, p in svc.procs if name == "s3-standin")
         self.stream_keys = [f"wharf:{{{s}}}:submissions" for s in range(svc.queue_shards)]
 
+    def pipelined(self, method: str, keys: list, *args, chunk: int = 1000) -> list:
+        """db0.`method`(key, *args) for every key, `chunk` commands per round trip."""
+        replies = []
+        for i in range(0, len(keys), chunk):
+            pipe = self.db0.pipeline(transaction=False)
+            for k in keys[i:i + chunk]:
+                getattr(pipe, method)(k, *args)
+            replies.extend(pipe.execute())
+        return replies
+
     def set_aside(self) -> dict:
         """Moves what the web wrote (shard streams, shard registry) into database 1."""
-        keys = self.db0.call("KEYS", "*")
+        keys = self.db0.keys("*")
         for k in keys:
-            if self.db0.call("MOVE", k, "1") != 1:
+            if not self.db0.move(k, 1):
                 raise HarnessError(f"MOVE {k!r} to database 1 failed")
         self.pristine = keys
-        lengths = {k.decode(): self.db1.call("XLEN", k) for k in keys if k.endswith(b":submissions")}
+        lengths = {k.decode(): self.db1.xlen(k) for k in keys if k.endswith(b":submissions")}
         if sum(lengths.values()) != self.n:
             raise HarnessError(f"the streams hold {sum(lengths.values())} entries, not {self.n}: {lengths}")
         return lengths
 
     def restore(self) -> None:
-        self.db0.call("FLUSHDB")
+        self.db0.flushdb()
         for k in self.pristine:
-            if self.db1.call("COPY", k, k, "DB", "0") != 1:
+            if not self.db1.copy(k, k, destination_db=0):
                 raise HarnessError(f"COPY {k!r} to database 0 failed")
 
     def backlog(self) -> int:
-        return sum(self.db0.pipeline([("XLEN", k) for k in self.stream_keys]))
+        return sum(self.pipelined("xlen", self.stream_keys))
 
     def redis_cpu(self) -> float:
         f = self.db0.info("cpu")
@@ -370,9 +304,8 @@ class Bench:
 
     def commandstats(self) -> dict:
         out = {}
-        for k, v in self.db0.info("commandstats").items():
+        for k, f in self.db0.info("commandstats").items():
             if k.startswith("cmdstat_") and k not in ("cmdstat_info", "cmdstat_xlen", "cmdstat_config"):
-                f = dict(x.split("=", 1) for x in v.split(","))
                 out[k[len("cmdstat_"):]] = {"calls": int(f["calls"]), "usec": int(f["usec"])}
         return dict(sorted(out.items(), key=lambda kv: -kv[1]["usec"]))
 
@@ -385,7 +318,7 @@ class Bench:
         prefix = f"{label}/"
         time.sleep(0.2)
         mem0 = self.used_memory()
-        keys0 = self.db0.call("DBSIZE")
+        keys0 = self.db0.dbsize()
         if self.backlog() != self.n:
             raise HarnessError("the restored backlog is not complete")
         wenv = svc.common_env()
@@ -396,7 +329,7 @@ class Bench:
             "AWS_REGION": "us-east-1",
         })
         wenv.update(env)
-        self.db0.call("CONFIG", "RESETSTAT")
+        self.db0.config_resetstat()
         rcpu0, rproc0 = self.redis_cpu(), harness.cpu_seconds(svc.redis_proc.pid)
         s3cpu0, self0 = harness.cpu_seconds(self.s3_pid), harness.self_cpu()
         busy0, ticks0 = harness.busy_seconds(), harness.machine_ticks()
@@ -456,7 +389,7 @@ class Bench:
         }
         fig["ledger"] = self.ledger(env)
         fig["objects"] = self.objects(prefix, env["OUTPUT_COMPRESSION"])
-        self.db0.call("FLUSHDB")
+        self.db0.flushdb()
         return fig
 
     def startup_s(self, label: str, wall0: float):
@@ -472,18 +405,18 @@ class Bench:
     def ledger(self, env: dict) -> dict:
         """The ledger's keys: count, MEMORY USAGE of a sample, TTL, and the memory they hold
         (used_memory before less after deleting them all)."""
-        keys = self.db0.scan(LEDGER_PATTERN)
+        keys = list(self.db0.scan_iter(match=LEDGER_PATTERN, count=1000))
         out = {"keys": len(keys)}
         if not keys:
             return out
         sample = random.Random(7).sample(keys, min(500, len(keys)))
-        usage = self.db0.pipeline([("MEMORY", "USAGE", k, "SAMPLES", "0") for k in sample])
-        ttl = self.db0.pipeline([("PTTL", k) for k in sample[:50]])
-        fields = self.db0.pipeline([("HLEN", k) for k in sample[:50]])
-        one = self.db0.call("HGETALL", sample[0])
+        usage = self.pipelined("memory_usage", sample, 0)
+        ttl = self.pipelined("pttl", sample[:50])
+        fields = self.pipelined("hlen", sample[:50])
+        one = list(self.db0.hgetall(sample[0]).items())
         time.sleep(0.2)
         before = self.used_memory()
-        self.db0.pipeline([("DEL", k) for k in keys])
+        self.pipelined("delete", keys)
         after_now = self.used_memory()
         # serverCron (hz 10) shrinks the emptied key tables; that memory belonged to the ledger too.
         time.sleep(1.0)
@@ -491,7 +424,7 @@ class Bench:
         n = self.n
         out.update({
             "key_example": sample[0].decode(),
-            "field_example": {one[0].decode(): one[1].decode()} if one else None,
+            "field_example": {one[0][0].decode(): one[0][1].decode()} if one else None,
             "fields_per_key": sorted(set(fields)),
             "pttl_ms_min_max": [min(ttl), max(ttl)],
             "window_ms": int(env["DEDUP_WINDOW_MS"]),
@@ -562,29 +495,18 @@ def run_rounds(bench: "Bench", names: list[str], rounds: int, common: dict, drai
                tag: str) -> dict[str, list[dict]]:
     """`rounds` interleaved rounds of the configurations `names`, the order rotated each round; a
     round in which a phase lost more than 5 % of the machine to steal is run once more."""
-    per: dict[str, list[dict]] = {k: [] for k in names}
-    for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for attempt in (1, 2):
-            figs = {}
-            for name in order:
-                label = f"{tag}{r + 1}a{attempt}-{name}"
-                f = bench.phase(name, label, {**common, **CONFIGS[name][0]}, drain_timeout)
-                f["attempt"] = attempt
-                figs[name] = f
-                o = f["objects"]
-                log(f"{label}: drain {f['drain_s']} s, Redis {f['redis_cpu_us_per_doc']} µs/doc, worker "
-                    f"{f['worker_cpu_us_per_doc']} µs/doc, {o['count']} objects, {o['bytes_per_doc']} B/doc "
-                    f"(ratio {o['compression_ratio']}), ledger keys {f['ledger']['keys']} "
-                    f"{f['ledger'].get('bytes_per_doc')} B/doc, steal {f['steal_percent']} %, other "
-                    f"{f['other_cpu_cores']} cores")
-            stolen = max(f["steal_percent"] or 0 for f in figs.values())
-            if stolen <= harness.STEAL_RETRY_PERCENT or attempt == 2:
-                break
-            log(f"  {stolen} % of the CPU was stolen during this round; repeating it once")
-        for name in names:
-            per[name].append(figs[name])
-    return per
+    def phase(r: int, attempt: int, name: str) -> dict:
+        label = f"{tag}{r + 1}a{attempt}-{name}"
+        f = bench.phase(name, label, {**common, **CONFIGS[name][0]}, drain_timeout)
+        o = f["objects"]
+        log(f"{label}: drain {f['drain_s']} s, Redis {f['redis_cpu_us_per_doc']} µs/doc, worker "
+            f"{f['worker_cpu_us_per_doc']} µs/doc, {o['count']} objects, {o['bytes_per_doc']} B/doc "
+            f"(ratio {o['compression_ratio']}), ledger keys {f['ledger']['keys']} "
+            f"{f['ledger'].get('bytes_per_doc')} B/doc, steal {f['steal_percent']} %, other "
+            f"{f['other_cpu_cores']} cores")
+        return f
+
+    return harness.interleaved_rounds(names, rounds, phase, "attempt")
 
 
 def med(xs, nd=2):
@@ -697,7 +619,7 @@ def _check_rounds(per: dict, names: list[str], n: int, part: str) -> list[str]:
 
 
 def _f(v, nd=1):
-    return "-" if v is None else f"{v:,.{nd}f}"
+    return harness.fmt(v, nd)
 
 
 def report(r: dict) -> str:
@@ -776,13 +698,11 @@ def _ratios(summary: dict) -> list[str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bin-dir", help="directory holding wharf and s3-standin (default: target/release)")
-    ap.add_argument("--report", metavar="JSON", help="print a result file as Markdown and exit")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 5,000 documents, 1 round (about 20 s)")
-    ap.add_argument("--check", action="store_true", help="exit non-zero unless every phase produced its figures")
-    ap.add_argument("--out", help="result file (default bench/results/worker-options-latest.json; quick: "
-                    "bench/results/quick.worker-options.json)")
+    ap = harness.ResultArgs(__doc__, "directory holding wharf and s3-standin (default: target/release)",
+                            "smoke run: 5,000 documents, 1 round (about 20 s)",
+                            ("worker-options-latest.json", "quick.worker-options.json"),
+                            checked="every phase produced its figures",
+                            report=report, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, help="documents in the backlog (default 100000, quick 5000)")
     ap.add_argument("--size", type=int, default=1024, help="JSON bytes per document, about (default 1024)")
     ap.add_argument("--body-encoding", choices=("gzip", "identity"), default="gzip",
@@ -798,23 +718,14 @@ def main() -> int:
                     "commit of a build made outside a git work tree, which /__version__ cannot tell)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = ap.parse_args()
-    if args.report:
-        print(report(json.load(open(args.report))))
-        return 0
     quick = args.quick
     n = args.docs or (5000 if quick else 100000)
     rounds = max(1, args.rounds or (1 if quick else 5))
     if args.shipped_held_rounds is None:
         args.shipped_held_rounds = 0 if quick else 1
-    if not args.out:
-        args.out = os.path.join(HERE, "results", "quick.worker-options.json" if quick else "worker-options-latest.json")
-    for tool in ("redis-server", "redis-cli"):
-        if not shutil.which(tool):
-            raise HarnessError(f"{tool} not found (bench/install-tools)")
+    harness.need_tools(("redis-server", "redis-cli"))
     bin_dir = args.bin_dir or os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release")
-    for b in ("wharf", "s3-standin"):
-        if not os.access(os.path.join(bin_dir, b), os.X_OK):
-            raise HarnessError(f"{b} not found in {bin_dir} (cargo build --release -p wharf -p wharf-testkit --bins)")
+    harness.need_bins(bin_dir, ("wharf", "s3-standin"), "cargo build --release -p wharf -p wharf-testkit --bins")
     extra = dict(kv.split("=", 1) for kv in args.worker_env)
     common = {"BATCH_MAX_AGE_MS": "1000", **extra}
     # Main rounds: the worker may hold the whole backlog, so batches close by count (1,000
@@ -828,15 +739,12 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="wharf-bench-worker-options-")
     svc = harness.Services(bin_dir, work, "")
     result = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": " ".join(["python3 bench/worker_options.py", *sys.argv[1:]]),
-        "machine": {"cores": os.cpu_count(), "kernel": platform.release(), "loadavg_at_start": os.getloadavg(),
-                    "cpu": harness._cpu_model()},
+        **harness.run_header("python3 bench/worker_options.py"),
         "tools": {"redis": harness._version(["redis-server", "--version"]),
                   "zstd_cli": harness._version(["zstd", "--version"]) if shutil.which("zstd") else None},
-        "binary": {"path": os.path.join(bin_dir, "wharf"), "mtime": datetime.datetime.fromtimestamp(
-            os.stat(os.path.join(bin_dir, "wharf")).st_mtime, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},
-        "source": _source(),
+        "binary": harness.binary_info(os.path.join(bin_dir, "wharf")),
+        "source": harness.git_source(["crates/wharf-worker", "crates/wharf-queue", "Cargo.lock"],
+                                     dirty_key="worker_or_queue_uncommitted_changes"),
         "mode": "quick" if quick else "default",
         "settings": {"docs": n, "rounds": rounds, "json_bytes_target": args.size, "body_encoding": args.body_encoding,
                      "worker_env_common": common, "worker_env_main_rounds": held_env,
@@ -853,7 +761,7 @@ def main() -> int:
         svc.start_redis()
         svc.start_s3()
         svc.start_web({})
-        result["binary"]["version"] = web_version(svc.web_port)
+        result["binary"]["version"] = harness.web_version(svc.web_port)
         if args.binary_note:
             result["binary"]["note"] = args.binary_note
         log(f"submitting the backlog through wharf web ({result['document']['json_bytes_mean']:.0f} B JSON, "
@@ -882,38 +790,11 @@ def main() -> int:
             bench.db0.close()
             bench.db1.close()
         svc.stop_all()
-        result["elapsed_s"] = round(time.time() - started, 1)
-        if args.keep:
-            log(f"work directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        harness.close_work(result, started, work, args.keep)
 
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    log(f"wrote {args.out} in {result['elapsed_s']} s")
-    print(report(result))
-    if args.check:
-        problems = check(result)
-        for p in problems:
-            log(f"CHECK FAILED: {p}")
-        if problems:
-            return 1
-        log("check passed: every configuration produced its figures")
-    return 0
-
-
-def _source() -> dict:
-    try:
-        head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "crates/wharf-worker",
-                                "crates/wharf-queue", "Cargo.lock"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except OSError:
-        return {}
-    return {"commit_checked_out": head, "worker_or_queue_uncommitted_changes": bool(dirty)}
+    return harness.publish(result, args.out, report(result), check(result) if args.check else None,
+                           "check passed: every configuration produced its figures")
 
 
 if __name__ == "__main__":
-    harness.run_main(main)
+    harness.run_main(main, errors=(redis.RedisError,))

@@ -20,6 +20,7 @@ import base64
 import functools
 import gzip
 import http.server
+import importlib.util
 import json
 import os
 import secrets
@@ -28,7 +29,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -37,19 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "nginx"))
-
-from nginx_harness import (  # noqa: E402  (path set just above)
-    REPO,
-    Redis,
-    find_exe,
-    free_port,
-    stop,
-    wait_http,
-    wait_port,
-    wait_until,
-    wharf_exe,
-)
+sys.path.insert(0, str(HERE.parent))
+from wharf_harness import REPO, Redis, ServerThread, find_exe, free_port, role_env, stop, wait_http  # noqa: E402
+from wharf_harness import wait_port, wait_until, wharf_exe  # noqa: E402
 
 STATIC = HERE / "static"
 BUCKET = "wharf-browser"
@@ -76,10 +66,9 @@ def missing_tools() -> list[str]:
         missing.append(f"{CHROMIUM} (apt-get install chromium)")
     if not os.access(CHROMEDRIVER, os.X_OK):
         missing.append(f"{CHROMEDRIVER} (apt-get install chromium-driver)")
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("the selenium Python package (python3 -m pip install selenium==4.51.0)")
+    for package, version in (("selenium", "4.51.0"), ("redis", "8.1.0")):
+        if importlib.util.find_spec(package) is None:
+            missing.append(f"the {package} Python package (python3 -m pip install {package}=={version})")
     if find_exe("redis-server") is None:
         missing.append("redis-server (apt-get install redis-server)")
     return missing
@@ -194,15 +183,7 @@ class Stack:
                 "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY, "--bucket", BUCKET,
             ], os.environ.copy())
             wait_port(self.s3_port)
-            common = {
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                "REDIS_HOST": "127.0.0.1",
-                "REDIS_PORT": str(self.redis.port),
-                "ENVIRONMENT": "test",
-                "LOG_FORMAT": "json",
-                "LOG_LEVEL": "info",
-                "QUEUE_SHARDS": str(QUEUE_SHARDS),
-            }
+            common = role_env(self.redis.port, QUEUE_SHARDS=str(QUEUE_SHARDS))
             self.web_port = free_port()
             web = self._spawn("web", [wharf, "web"], {
                 **common,
@@ -356,15 +337,11 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         super().end_headers()
 
 
-class PageServer:
+class PageServer(ServerThread):
     """tests/browser/static/ over HTTP on its own port: a second origin for the browser."""
 
     def __init__(self):
-        handler = functools.partial(_Quiet, directory=str(STATIC))
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        super().__init__(functools.partial(_Quiet, directory=str(STATIC)))
 
     @property
     def origin(self) -> str:
@@ -372,11 +349,6 @@ class PageServer:
 
     def url(self, path: str) -> str:
         return f"{self.origin}{path}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
 
 
 # ---------------------------------------------------------------------------- the browser

@@ -1,8 +1,8 @@
 """pytest fixtures for the real-browser tests (implementation in browser_harness.py, a uniquely
 named module so it can't clash with other test directories' conftest).
 
-Without Chromium, chromedriver, selenium or redis-server these tests are skipped on a developer's
-machine and fail under CI=true (scripts/install-test-deps installs them all).
+Without Chromium, chromedriver, selenium, redis-py or redis-server these tests are skipped on a
+developer's machine and fail under CI=true (scripts/install-test-deps installs them all).
 """
 
 from __future__ import annotations

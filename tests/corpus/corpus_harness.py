@@ -8,7 +8,6 @@ Binaries: redis-server from PATH (or /usr/sbin, /usr/bin); WHARF_BIN, else
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -17,13 +16,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-
-# Process helpers (free ports, finding binaries, waiting, stopping) are the nginx tests'.
-sys.path.insert(0, str(REPO / "tests" / "nginx"))
-import nginx_harness  # noqa: E402
-from nginx_harness import find_exe, free_port, stop, wait_http  # noqa: E402,F401
-from nginx_harness import wharf_exe as wharf_bin  # noqa: E402,F401
+# Process helpers (free ports, finding binaries, waiting, stopping, Redis) are the shared ones.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import wharf_harness  # noqa: E402
+from wharf_harness import find_exe, free_port, stop, version_file, wait_http, web_env  # noqa: E402,F401
+from wharf_harness import wharf_exe as wharf_bin  # noqa: E402,F401
 
 # The stalled-body cases wait for this (ms); the server default is much longer.
 BODY_TIMEOUT_MS = 1000
@@ -42,8 +39,8 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
 # ---------------------------------------------------------------------------- redis
 
 
-class Redis(nginx_harness.Redis):
-    """The nginx tests' redis-server, plus a look at what was queued."""
+class Redis(wharf_harness.Redis):
+    """The shared redis-server, plus a look at what was queued."""
 
     def stored_attributes(self) -> list[dict]:
         """The attributes of every submission on the queue streams."""
@@ -64,21 +61,7 @@ class Wharf:
     def __init__(self, exe: str, tmp: Path, redis: Redis, name: str = "wharf", **settings: str):
         self.port = free_port()
         self.log = tmp / f"{name}.log"
-        (tmp / "version.json").write_text(
-            '{"source":"https://example.invalid/wharf","version":"test","commit":"test","build":""}'
-        )
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "REDIS_HOST": "127.0.0.1",
-            "REDIS_PORT": str(redis.port),
-            "HOST": "127.0.0.1",
-            "PORT": str(self.port),
-            "LOG_FORMAT": "json",
-            "LOG_LEVEL": "info",
-            "VERSION_FILE": str(tmp / "version.json"),
-            "ENVIRONMENT": "test",
-            **{k: str(v) for k, v in settings.items()},
-        }
+        env = web_env(redis.port, self.port, version_file(tmp, "test"), **{k: str(v) for k, v in settings.items()})
         self.proc = subprocess.Popen([exe, "web"], env=env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
         self.pid = self.proc.pid
         try:

@@ -6,7 +6,8 @@ rendered by nginx/render.sh with test ports and paths only) in front of
 
 Everything listens on 127.0.0.1 free ports and is stopped at the end.
 Binaries: nginx / redis-server from PATH (or /usr/sbin), WHARF_BIN (default
-<repo>/target/debug/wharf, then target/release/wharf).
+<repo>/target/debug/wharf, then target/release/wharf); the process helpers are
+tests/wharf_harness.py's.
 """
 
 from __future__ import annotations
@@ -16,100 +17,18 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import threading
+import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from wharf_harness import REPO, Redis, ServerThread, answer_json, find_exe, free_port, stop, wait_http  # noqa: E402
+from wharf_harness import version_file, wait_port, web_env, wharf_bin  # noqa: E402
+
 RENDER = REPO / "nginx" / "render.sh"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def find_exe(name: str) -> str | None:
-    return shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
-    )
-
-
-def wharf_exe() -> str | None:
-    """WHARF_BIN, else target/debug/wharf, else target/release/wharf. Never builds (scripts/test
-    runs the cargo tests, which build it, before the Python suites)."""
-    env = os.environ.get("WHARF_BIN")
-    if env:
-        return env if os.access(env, os.X_OK) else None
-    for p in (REPO / "target/debug/wharf", REPO / "target/release/wharf"):
-        if os.access(p, os.X_OK):
-            return str(p)
-    return None
-
-
-def wharf_bin() -> str | None:
-    """wharf_exe(), built with cargo first when there is none (for running these tests alone)."""
-    found = wharf_exe()
-    if found is None and shutil.which("cargo") and (REPO / "crates/wharf/Cargo.toml").exists():
-        subprocess.run(["cargo", "build", "--locked", "-q", "-p", "wharf", "--bin", "wharf"], cwd=REPO, check=True)
-        found = wharf_exe()
-    return found
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
-    """Polls `predicate` until it returns something truthy; fails with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except Exception as e:  # noqa: BLE001 - keep polling
-            last = e
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout}s: {last}")
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"port {port} not listening after {timeout}s")
-
-
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class Nginx:
@@ -185,12 +104,22 @@ http {{
         port = self.https_port if https_listener else self.http_port
         return f"http://127.0.0.1:{port}{path}"
 
-    def log_entries(self) -> list[dict]:
-        # nginx writes the access log line when the request finishes; give it a moment.
-        time.sleep(0.2)
-        if not self.access_log.exists():
-            return []
-        return [json.loads(line) for line in self.access_log.read_text().splitlines() if line.strip()]
+    def log_entries(self, until=None, timeout: float = 10.0) -> list[dict]:
+        """The access log's entries, once `until(entries)` holds or `timeout` has passed: nginx
+        writes a request's line when the request finishes, after the client has its answer."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.access_log.read_text() if self.access_log.exists() else ""
+            entries = [json.loads(line) for line in text.splitlines() if line.strip()]
+            if until is None or until(entries) or time.monotonic() > deadline:
+                return entries
+            time.sleep(0.02)
+
+    def log_entries_for(self, path: str, count: int = 1) -> list[dict]:
+        """The access log's entries for `path`, once there are `count` of them."""
+        def matching(entries):
+            return [e for e in entries if e["path"] == path]
+        return matching(self.log_entries(until=lambda entries: len(matching(entries)) >= count))
 
     def close(self) -> None:
         stop(self.proc, signal.SIGQUIT)
@@ -234,11 +163,7 @@ class _Echo(http.server.BaseHTTPRequestHandler):
                 "body_len": len(body),
             }
         ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
+        answer_json(self, out)
 
     do_GET = do_POST = do_PUT = _answer
 
@@ -248,12 +173,9 @@ class _Echo(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def echo_upstream():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield f"127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    srv = ServerThread(_Echo)
+    yield f"127.0.0.1:{srv.port}"
+    srv.close()
 
 
 # The load balancer's network in these tests: only peer 127.0.0.2 is "the ELB";
@@ -295,54 +217,6 @@ def nginx_echo_truncated(tmp_path_factory, echo_upstream):
 # ---------------------------------------------------------------------------- real wharf
 
 
-class Redis:
-    def __init__(self, tmp: Path):
-        self.port = free_port()
-        self.log = tmp / "redis.log"
-        self.proc = subprocess.Popen(
-            [find_exe("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-            stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_port(self.port)
-        except Exception:
-            stop(self.proc)
-            raise
-
-    def command(self, *args: str):
-        """Minimal RESP client (no redis-py dependency)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
-            s.sendall(payload.encode())
-            f = s.makefile("rb")
-            return _read_resp(f)
-
-    def close(self):
-        stop(self.proc)
-
-
-def _read_resp(f):
-    line = f.readline().rstrip(b"\r\n")
-    kind, rest = line[:1], line[1:]
-    if kind == b"+":
-        return rest.decode()
-    if kind == b"-":
-        raise RuntimeError(rest.decode())
-    if kind == b":":
-        return int(rest)
-    if kind == b"$":
-        n = int(rest)
-        if n < 0:
-            return None
-        data = f.read(n + 2)[:-2]
-        return data
-    if kind == b"*":
-        n = int(rest)
-        return None if n < 0 else [_read_resp(f) for _ in range(n)]
-    raise RuntimeError(f"unexpected RESP {line!r}")
-
-
 # The debug view's token in wharf_stack (a test value; never a real one).
 DEBUG_TOKEN = "nginx-test-debug-view-token"
 
@@ -358,22 +232,11 @@ def wharf_stack(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wharf-stack")
     redis = Redis(tmp)
     port = free_port()
-    (tmp / "version.json").write_text(
-        '{"source":"https://example.invalid/wharf","version":"test","commit":"nginx-test","build":""}'
+    env = web_env(
+        redis.port, port, version_file(tmp, "nginx-test"),
+        QUEUE_SHARDS="4",  # test_nginx_edge.SHARDS
+        DEBUG_VIEW_TOKEN=DEBUG_TOKEN,  # test_wharf_debug_view_through_nginx
     )
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "REDIS_HOST": "127.0.0.1",
-        "REDIS_PORT": str(redis.port),
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "LOG_FORMAT": "json",
-        "LOG_LEVEL": "info",
-        "VERSION_FILE": str(tmp / "version.json"),
-        "ENVIRONMENT": "test",
-        "QUEUE_SHARDS": "4",  # test_nginx_edge.SHARDS
-        "DEBUG_VIEW_TOKEN": DEBUG_TOKEN,  # test_wharf_debug_view_through_nginx
-    }
     web = subprocess.Popen([exe, "web"], env=env, stdout=open(tmp / "wharf.log", "w"), stderr=subprocess.STDOUT)
     try:
         wait_http(f"http://127.0.0.1:{port}/__lbheartbeat__", proc=web)

@@ -9,7 +9,8 @@ Everything Wharf and nginx can write about a request is captured, byte for byte:
 * nginx's JSON access log and its error log (nginx/wharf.conf.template, rendered by
   nginx/render.sh, through tests/nginx/nginx_harness.py's Nginx).
 
-Process helpers (free ports, nginx, waiting, stopping) come from tests/nginx/nginx_harness.py.
+Process helpers (free ports, waiting, stopping, redis-server) come from tests/wharf_harness.py,
+nginx from tests/nginx/nginx_harness.py.
 """
 
 from __future__ import annotations
@@ -22,25 +23,15 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "nginx"))
-
-from nginx_harness import (  # noqa: E402  (path set just above)
-    LB_CIDR,
-    Nginx,
-    find_exe,
-    free_port,
-    request,
-    stop,
-    wait_http,
-    wait_until,
-    wharf_exe,
-)
+TESTS = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(TESTS), str(TESTS / "nginx")]
+from nginx_harness import LB_CIDR, Nginx, request  # noqa: E402  (path set just above)
+from wharf_harness import Redis, ServerThread, answer_json, find_exe, free_port, stop, wait_http  # noqa: E402
+from wharf_harness import wait_until, wharf_exe  # noqa: E402
 
 __all__ = [
     "LB_CIDR", "Nginx", "RedisServer", "SentrySink", "StatsdSink", "Wharf",
@@ -65,41 +56,11 @@ def quiet_port() -> int:
     return free_port()
 
 
-class RedisServer:
-    """redis-server on a fixed port, so it can be stopped and started again mid-run."""
+class RedisServer(Redis):
+    """redis-server on a quiet port, so that it can be stopped and started again mid-run."""
 
     def __init__(self, tmp: Path):
-        self.dir = tmp
-        self.log = tmp / "redis.log"
-        self.port = quiet_port()
-        self.proc: subprocess.Popen | None = None
-        self.start()
-
-    def start(self, timeout: float = 10.0) -> None:
-        self.proc = subprocess.Popen(
-            [find_exe("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
-            stdout=open(self.log, "a"), stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"redis-server on port {self.port} exited with {self.proc.returncode}: "
-                    + self.log.read_text()[-1500:]
-                )
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                if time.monotonic() >= deadline:
-                    raise RuntimeError(f"redis-server not listening on {self.port} after {timeout}s")
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop(self.proc)
-            self.proc = None
+        super().__init__(tmp, port=quiet_port())
 
 
 # ---------------------------------------------------------------------------- StatsD
@@ -208,12 +169,7 @@ class _SentryHandler(http.server.BaseHTTPRequestHandler):
             method=self.command, path=self.path, headers=bytes(self.headers), raw=raw,
             decoded=decoded, encoding=encoding, notes=notes,
         ))
-        out = b"{}"
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
+        answer_json(self, b"{}")
 
     do_POST = do_PUT = do_GET = _store
 
@@ -221,18 +177,14 @@ class _SentryHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class SentrySink:
+class SentrySink(ServerThread):
     """An HTTP listener standing in for Sentry; keeps every request (raw and decoded)."""
 
     def __init__(self, tmp: Path):
         self.dir = tmp
-        handler = type("Handler", (_SentryHandler,), {"sink": self})
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.port = self.server.server_address[1]
         self._lock = threading.Lock()
         self.requests: list[SentryRequest] = []
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
+        super().__init__(type("Handler", (_SentryHandler,), {"sink": self}))
 
     @property
     def dsn(self) -> str:
@@ -249,10 +201,6 @@ class SentrySink:
     def snapshot(self) -> list[SentryRequest]:
         with self._lock:
             return list(self.requests)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 # ---------------------------------------------------------------------------- wharf web

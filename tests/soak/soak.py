@@ -327,13 +327,9 @@ def rss_kb(pid):
     if pid is None:
         return None
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
+        return harness.status_field(pid, "VmRSS")
     except OSError:
-        pass
-    return None
+        return None
 
 
 def redis_figures(svc: harness.Services) -> dict:
@@ -799,12 +795,8 @@ def failures(s: dict) -> list[str]:
 
 def main() -> int:
     args = parse_args()
-    for tool in ("redis-server", "redis-cli"):
-        if not shutil.which(tool):
-            raise HarnessError(f"{tool} not found (apt-get install redis-server redis-tools)")
-    for b in ("wharf", "s3-standin"):
-        if not os.access(os.path.join(args.bin_dir, b), os.X_OK):
-            raise HarnessError(f"{b} not found in {args.bin_dir}")
+    harness.need_tools(("redis-server", "redis-cli"), "apt-get install redis-server redis-tools")
+    harness.need_bins(args.bin_dir, ("wharf", "s3-standin"))
 
     web_env = dict(kv.split("=", 1) for kv in args.web_env)
     worker_env = {"BATCH_MAX_AGE_MS": str(args.batch_max_age_ms)}

@@ -166,12 +166,13 @@ pub async fn start(binary: impl AsRef<Path>, role: Role, change: impl FnOnce(&mu
     let mut env = base_env(role, &redis, &s3, &statsd, &sentry);
     change(&mut env);
     let wharf = WharfProcess::spawn(binary.as_ref(), &[role.arg()], &env.vars());
-    let addr = match role {
-        Role::Web => Some(wharf.listening_on(START).await.unwrap_or_else(|| {
-            panic!("{} never listened: {:#?}", wharf.name(), wharf.output())
-        })),
-        Role::Worker => None,
-    };
+    let addr =
+        match role {
+            Role::Web => Some(wharf.listening_on(START).await.unwrap_or_else(|| {
+                panic!("{} never listened: {:#?}", wharf.name(), wharf.output())
+            })),
+            Role::Worker => None,
+        };
     Tools {
         wharf,
         client: reqwest::Client::new(),

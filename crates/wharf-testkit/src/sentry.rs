@@ -70,7 +70,10 @@ impl SentryListener {
     /// The messages of the error-level events (not breadcrumbs, sessions or client reports)
     /// received so far.
     pub fn errors(&self) -> Vec<String> {
-        self.envelopes().iter().flat_map(|e| error_messages(e)).collect()
+        self.envelopes()
+            .iter()
+            .flat_map(|e| error_messages(e))
+            .collect()
     }
 }
 

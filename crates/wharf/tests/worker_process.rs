@@ -296,7 +296,8 @@ async fn starts_without_redis_reports_once_and_recovers() {
     );
     assert!(
         wharf_testkit::eventually(LONG, || {
-            let n = sentry.errors()
+            let n = sentry
+                .errors()
                 .iter()
                 .filter(|e| e.contains("cannot reach Redis"))
                 .count();
@@ -320,7 +321,8 @@ async fn starts_without_redis_reports_once_and_recovers() {
     enqueue(&settings, &subs).await;
     assert!(wait_landed(&s3, 3, LONG).await, "{:?}", worker.output());
     assert_eq!(
-        sentry.errors()
+        sentry
+            .errors()
             .iter()
             .filter(|e| e.contains("cannot reach Redis"))
             .count(),
@@ -360,7 +362,8 @@ async fn starts_without_bucket_reports_once_and_recovers() {
     );
     assert!(
         wharf_testkit::eventually(LONG, || {
-            let n = sentry.errors()
+            let n = sentry
+                .errors()
                 .iter()
                 .filter(|e| e.contains("does not exist"))
                 .count();
@@ -375,7 +378,8 @@ async fn starts_without_bucket_reports_once_and_recovers() {
 
     s3.create_bucket();
     let bucket_errors = || {
-        sentry.errors()
+        sentry
+            .errors()
             .iter()
             .filter(|e| e.contains("does not exist"))
             .count()
