@@ -44,3 +44,12 @@ pub async fn terminated() {
         }
     }
 }
+
+/// `bytes` gzipped, as a client or the worker would send them.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(bytes)
+        .and_then(|()| gz.finish())
+        .unwrap_or_else(|e| panic!("gzip in memory: {e}"))
+}

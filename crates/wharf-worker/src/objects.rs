@@ -266,13 +266,7 @@ pub fn view_body(body: &[u8]) -> BodyView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-
-    fn gzip(bytes: &[u8]) -> Vec<u8> {
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(bytes).unwrap();
-        gz.finish().unwrap()
-    }
+    use wharf_testkit::gzip;
 
     #[test]
     fn decodes_documents_and_reports_bad_lines() {

@@ -7,11 +7,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Print every StatsD line received over UDP to stdout.
 #[derive(Parser, Debug)]
-#[command(
-    name = "statsd-sink",
-    about = "Print every StatsD line received over UDP to stdout"
-)]
+#[command(name = "statsd-sink")]
 struct Opt {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
