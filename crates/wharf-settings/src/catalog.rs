@@ -84,6 +84,9 @@ pub struct Variable {
     pub required: Required,
     /// The table marks the variable secret (its field's type is what hides the value).
     pub secret: bool,
+    /// Every deployment must set it although the code has a default: the deploy contract
+    /// (tests/deploy/env_vars.txt) marks it required, and the deploy tests hold each deploy to it.
+    pub set_by_deploys: bool,
     /// A valid value, shown as `NAME=example` in a problem's message (the tests check it parses).
     pub example: &'static str,
     /// The meaning, a lowercase phrase: the table's meaning column before the bounds, and the
@@ -103,6 +106,18 @@ impl Variable {
     pub const fn secret(mut self) -> Self {
         self.secret = true;
         self
+    }
+
+    /// The same variable, required of every deployment (`ENVIRONMENT` names the deployment in
+    /// Sentry and logs; `STATSD_HOST` is where its metrics go) though the code runs without it.
+    pub const fn set_by_deploys(mut self) -> Self {
+        self.set_by_deploys = true;
+        self
+    }
+
+    /// Whether every deployment must set it: the code requires it, or deployments must.
+    pub fn deploys_must_set(&self) -> bool {
+        self.set_by_deploys || self.required != Required::Never
     }
 
     /// The meaning as the table shows it: the help, then the bounds or choices the parser
@@ -149,6 +164,7 @@ pub const fn var(
         default,
         kind,
         required: Required::Never,
+        set_by_deploys: false,
         secret: false,
         example,
         help,
@@ -183,5 +199,30 @@ pub fn markdown_table() -> String {
             v.meaning()
         );
     }
+    out
+}
+
+/// The deploy contract, tests/deploy/env_vars.txt: one line per variable, `NAME ROLE
+/// required|optional`, which the deploy tests check CloudFormation, Kubernetes and compose
+/// against. Made from the declarations like the README's table.
+pub fn deploy_contract() -> String {
+    let mut out = String::from(
+        "# Wharf environment variables, one per line: NAME ROLE required|optional. Generated from the\n\
+         # settings declarations (crates/wharf-settings/src/lib.rs): do not edit; run\n\
+         # `WHARF_BLESS=1 cargo test -p wharf-settings generated` after changing a setting.\n\
+         # ROLE is web, worker or both. \"required\" = must be set by every deployment (CloudFormation\n\
+         # user data, Kubernetes manifests, docker-compose.yml); tests/deploy/test_env_vars.py checks\n\
+         # the deploy files against this list.\n",
+    );
+    for v in variables() {
+        let need = if v.deploys_must_set() {
+            "required"
+        } else {
+            "optional"
+        };
+        let _ = writeln!(out, "{} {} {need}", v.name, v.scope.as_str());
+    }
+    out.push_str("# Read by the AWS SDK itself (its credential and region chain), not by Wharf's settings.\n");
+    out.push_str("AWS_REGION worker optional\n");
     out
 }

@@ -160,7 +160,7 @@ settings! {
     /// Logs, errors and metrics.
     pub struct TelemetrySettings {
         /// deployment name; Sentry environment and the `env` tag on every metric
-        environment: String = var("ENVIRONMENT", Both, Kind::Text, Some("development"), "prod"),
+        environment: String = var("ENVIRONMENT", Both, Kind::Text, Some("development"), "prod").set_by_deploys(),
         /// Sentry DSN; empty or unset disables Sentry
         sentry_dsn: Option<Secret> = var("SENTRY_DSN", Both, Kind::Url, None, "https://public:secret@sentry.example.com/1").secret(),
         /// `json` (MozLog, for production) or `pretty` (human-readable, for development)
@@ -177,7 +177,7 @@ settings! {
     /// Where metrics go.
     pub struct StatsdSettings {
         /// StatsD/DogStatsD host; unset drops metrics without error
-        host: Option<String> = var("STATSD_HOST", Both, Kind::Text, None, "172.17.42.1"),
+        host: Option<String> = var("STATSD_HOST", Both, Kind::Text, None, "172.17.42.1").set_by_deploys(),
         /// StatsD UDP port
         port: u16 = var("STATSD_PORT", Both, Kind::Int { min: 1, max: 65_535 }, Some("8125"), "8125"),
         /// prefix of every metric name
