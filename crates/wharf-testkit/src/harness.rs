@@ -36,7 +36,8 @@ const START: Duration = Duration::from_secs(60);
 pub enum Role {
     /// `wharf web`, bound to a free port and waited for.
     Web,
-    /// `wharf worker`, with fast polling and liveness so that tests wait less.
+    /// `wharf worker`, with fast polling and liveness so that tests wait less, waited for until
+    /// it has passed its start-up checks.
     Worker,
 }
 
@@ -157,7 +158,8 @@ pub fn base_env(
 }
 
 /// Starts the servers and `binary role` with the harness's environment as `change` leaves it,
-/// waits for a web role to listen, and hands everything to the caller.
+/// waits until the role is ready (a web role listens, a worker has logged `worker.start`), and
+/// hands everything to the caller.
 pub async fn start(binary: impl AsRef<Path>, role: Role, change: impl FnOnce(&mut Env)) -> Tools {
     let redis = RedisServer::start();
     let s3 = S3Server::start(BUCKET);
@@ -166,13 +168,23 @@ pub async fn start(binary: impl AsRef<Path>, role: Role, change: impl FnOnce(&mu
     let mut env = base_env(role, &redis, &s3, &statsd, &sentry);
     change(&mut env);
     let wharf = WharfProcess::spawn(binary.as_ref(), &[role.arg()], &env.vars());
-    let addr =
-        match role {
-            Role::Web => Some(wharf.listening_on(START).await.unwrap_or_else(|| {
-                panic!("{} never listened: {:#?}", wharf.name(), wharf.output())
-            })),
-            Role::Worker => None,
-        };
+    // Ready means listening for the web role, and past its start-up checks for a worker.
+    let (ready, addr) = match role {
+        Role::Web => {
+            let addr = wharf.listening_on(START).await;
+            (addr.is_some(), addr)
+        }
+        Role::Worker => {
+            let started = wharf.wait_for_event("worker.start", START).await;
+            (started.is_some(), None)
+        }
+    };
+    assert!(
+        ready,
+        "{} never became ready: {:#?}",
+        wharf.name(),
+        wharf.output()
+    );
     Tools {
         wharf,
         client: reqwest::Client::new(),

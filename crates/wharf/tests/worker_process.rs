@@ -96,15 +96,21 @@ async fn sigterm_flushes_open_batches_and_exits_zero_within_grace() {
     wharf_test(WHARF, Role::Worker, held, sigterm_flushes).await;
 }
 
+/// The harness's worker, Redis and S3, and the settings the worker was started with.
+fn parts(
+    tools: Tools,
+) -> (
+    WharfProcess,
+    RedisServer,
+    S3Server,
+    wharf_settings::Settings,
+) {
+    let settings = settings(&tools.env.vars());
+    (tools.wharf, tools.redis, tools.s3, settings)
+}
+
 async fn sigterm_flushes(tools: Tools) {
-    let Tools {
-        wharf: mut worker,
-        redis,
-        s3,
-        env,
-        ..
-    } = tools;
-    let settings = settings(&env.vars());
+    let (mut worker, redis, s3, settings) = parts(tools);
     assert!(wait_live(&redis, 1).await, "{:?}", worker.output());
     let subs: Vec<_> = (0..15)
         .map(|n| submission("ns", "t", "1", n, 100))
@@ -155,14 +161,7 @@ async fn poison_entries_go_to_dead_letters_and_never_stop_the_worker() {
 }
 
 async fn poison_is_dead_lettered(tools: Tools) {
-    let Tools {
-        wharf: mut worker,
-        redis,
-        s3,
-        env,
-        ..
-    } = tools;
-    let settings = settings(&env.vars());
+    let (mut worker, redis, s3, settings) = parts(tools);
     assert!(wait_live(&redis, 1).await, "{:?}", worker.output());
 
     let subs: Vec<_> = (0..50)
