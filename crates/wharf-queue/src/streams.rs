@@ -316,7 +316,7 @@ return acked
 "#;
 
 /// Acknowledges and deletes a written batch's entries: per shard, `XACK` and `XDEL` in one
-/// script ([`ACK`]), all shards in one round trip (one per shard, concurrently, on a cluster).
+/// script (`ACK`), all shards in one round trip (one per shard, concurrently, on a cluster).
 /// Returns how many entries were still pending (an entry another worker acknowledged first is
 /// not counted twice).
 pub async fn ack(conn: &mut Redis, by_shard: &[(Shard, Vec<String>)]) -> Result<u64, QueueError> {
@@ -374,7 +374,7 @@ end
 return moved
 "#;
 
-/// See [`DEAD_LETTER`].
+/// See the `DEAD_LETTER` script.
 pub async fn dead_letter(
     conn: &mut Redis,
     shard: Shard,
