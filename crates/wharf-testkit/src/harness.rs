@@ -67,6 +67,14 @@ impl Env {
         self
     }
 
+    /// Sets every `(name, value)` of `vars`, in order.
+    pub fn set_all(&mut self, vars: &[(&str, &str)]) -> &mut Self {
+        for (name, value) in vars {
+            self.set(name, value);
+        }
+        self
+    }
+
     /// The value `name` will have, if any.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
@@ -101,16 +109,16 @@ pub struct Tools {
 impl Tools {
     /// `http://<the web role's address><path>`. Panics for a worker, which serves no HTTP.
     pub fn url(&self, path: &str) -> String {
-        let addr = self
-            .addr
-            .unwrap_or_else(|| panic!("{} serves no HTTP", self.wharf.name()));
-        format!("http://{addr}{path}")
+        format!("http://{}{path}", self.addr())
     }
 
     /// The port the web role was bound to.
     pub fn port(&self) -> u16 {
+        self.addr().port()
+    }
+
+    fn addr(&self) -> SocketAddr {
         self.addr
-            .map(|a| a.port())
             .unwrap_or_else(|| panic!("{} serves no HTTP", self.wharf.name()))
     }
 
@@ -118,14 +126,42 @@ impl Tools {
     /// and `extra` on top, to completion.
     pub async fn run(&self, args: &[&str], extra: &[(&str, &str)]) -> std::process::Output {
         let mut env = self.env.clone();
-        for (k, v) in extra {
-            env.set(k, v);
-        }
+        env.set_all(extra);
         crate::process::run(&self.binary, args, &env.vars()).await
     }
 }
 
-/// The environment the harness gives `role` against these servers.
+/// Worker timings shorter than shipped, so that tests wait less: polling, liveness, fetch size.
+pub const FAST_WORKER: [(&str, &str); 3] = [
+    ("WORKER_POLL_INTERVAL_MS", "50"),
+    ("LIVENESS_TTL_MS", "3000"),
+    ("WORKER_FETCH_SIZE", "100"),
+];
+
+/// What points `role` at the Redis on `redis_port`, with JSON logs: a web role on a free loopback
+/// port without a version file, a worker at `s3`'s bucket. Every timing is at its shipped default.
+pub fn role_env(role: Role, redis_port: u16, s3: Option<&S3Server>) -> Env {
+    let mut env = Env::default();
+    env.set("REDIS_HOST", "127.0.0.1")
+        .set("REDIS_PORT", redis_port)
+        .set("LOG_FORMAT", "json");
+    match role {
+        Role::Web => {
+            env.set("HOST", "127.0.0.1")
+                .set("PORT", 0)
+                .set("VERSION_FILE", "/nonexistent/version.json");
+        }
+        Role::Worker => {
+            for (k, v) in s3.map(S3Server::env).unwrap_or_default() {
+                env.set(&k, v);
+            }
+        }
+    }
+    env
+}
+
+/// The environment the harness gives `role` against these servers: [`role_env`], metrics and
+/// errors sent to the listeners, and a worker's timings [`FAST_WORKER`].
 pub fn base_env(
     role: Role,
     redis: &RedisServer,
@@ -133,26 +169,12 @@ pub fn base_env(
     statsd: &StatsdListener,
     sentry: &SentryListener,
 ) -> Env {
-    let mut env = Env::default();
-    env.set("REDIS_HOST", "127.0.0.1")
-        .set("REDIS_PORT", redis.port())
-        .set("LOG_FORMAT", "json")
-        .set("STATSD_HOST", "127.0.0.1")
+    let mut env = role_env(role, redis.port(), Some(s3));
+    env.set("STATSD_HOST", "127.0.0.1")
         .set("STATSD_PORT", statsd.port())
-        .set("SENTRY_DSN", sentry.dsn())
-        .set("VERSION_FILE", "/nonexistent/version.json");
-    match role {
-        Role::Web => {
-            env.set("HOST", "127.0.0.1").set("PORT", 0);
-        }
-        Role::Worker => {
-            for (k, v) in s3.env() {
-                env.set(&k, v);
-            }
-            env.set("WORKER_POLL_INTERVAL_MS", 50)
-                .set("LIVENESS_TTL_MS", 3000)
-                .set("WORKER_FETCH_SIZE", 100);
-        }
+        .set("SENTRY_DSN", sentry.dsn());
+    if role == Role::Worker {
+        env.set_all(&FAST_WORKER);
     }
     env
 }

@@ -28,6 +28,24 @@ where
     }
 }
 
+/// Polls `find` every 20 ms until it gives something, and returns that; None if `timeout` passed
+/// first.
+pub async fn found<T>(
+    timeout: std::time::Duration,
+    mut find: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = find() {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Resolves on SIGTERM or Ctrl-C. The development stack's servers run as PID 1 in their
 /// containers, where nothing stops a process on SIGTERM unless it handles it.
 pub async fn terminated() {

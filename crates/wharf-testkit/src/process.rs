@@ -117,12 +117,7 @@ impl WharfProcess {
         event_type: &str,
         timeout: Duration,
     ) -> Option<serde_json::Value> {
-        let seen = crate::eventually(timeout, || async { !self.events(event_type).is_empty() });
-        if seen.await {
-            self.events(event_type).into_iter().next()
-        } else {
-            None
-        }
+        crate::found(timeout, || self.events(event_type).into_iter().next()).await
     }
 
     /// Waits until an output line contains `needle`; false if none did within `timeout`.

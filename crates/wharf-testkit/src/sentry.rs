@@ -62,9 +62,10 @@ impl SentryListener {
 
     /// Waits until an envelope containing `needle` has arrived, and returns the first such.
     pub async fn wait_for(&self, needle: &str, timeout: std::time::Duration) -> Option<String> {
-        let find = || self.envelopes().into_iter().find(|e| e.contains(needle));
-        crate::eventually(timeout, || async { find().is_some() }).await;
-        find()
+        crate::found(timeout, || {
+            self.envelopes().into_iter().find(|e| e.contains(needle))
+        })
+        .await
     }
 
     /// The messages of the error-level events (not breadcrumbs, sessions or client reports)

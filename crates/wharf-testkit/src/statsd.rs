@@ -59,8 +59,8 @@ impl StatsdListener {
     /// Waits until the sum of the values of the lines named `name` reaches `at_least`, and
     /// returns the sum then (or what it was when `timeout` passed).
     pub async fn wait_for_sum(&self, name: &str, at_least: i64, timeout: Duration) -> i64 {
-        crate::eventually(timeout, || async { self.sum(name) >= at_least }).await;
-        self.sum(name)
+        let reached = crate::found(timeout, || Some(self.sum(name)).filter(|s| *s >= at_least));
+        reached.await.unwrap_or_else(|| self.sum(name))
     }
 
     /// The sum of the values (`name:<value>|c`, `|g`, `|ms`) of the lines named `name`.

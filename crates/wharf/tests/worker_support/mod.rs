@@ -13,6 +13,7 @@ use redis::Value;
 use wharf_queue::streams::{self, RawEntry};
 use wharf_queue::{Enqueuer, EntryId, QueueStats, Route, Shard, Submission};
 use wharf_settings::{Role, Settings};
+use wharf_testkit::harness::{self, role_env, FAST_WORKER};
 use wharf_testkit::redis_server::RedisServer;
 use wharf_testkit::s3::S3Server;
 
@@ -49,29 +50,17 @@ pub fn shipped_env(
     s3: &S3Server,
     extra: &[(&str, &str)],
 ) -> Vec<(String, String)> {
-    let mut vars: BTreeMap<String, String> = BTreeMap::new();
-    vars.insert("REDIS_HOST".into(), "127.0.0.1".into());
-    vars.insert("REDIS_PORT".into(), redis_port.to_string());
-    vars.insert("LOG_FORMAT".into(), "json".into());
-    for (k, v) in s3.env() {
-        vars.insert(k, v);
-    }
-    for (k, v) in extra {
-        vars.insert((*k).into(), (*v).into());
-    }
-    vars.into_iter().collect()
+    role_env(harness::Role::Worker, redis_port, Some(s3))
+        .set_all(extra)
+        .vars()
 }
 
-/// Worker environment for a test: [`shipped_env`] with fast polling and liveness, `extra` on top.
+/// Worker environment for a test: [`shipped_env`] with the harness's fast timings, `extra` on top.
 pub fn worker_env(redis_port: u16, s3: &S3Server, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut fast = vec![
-        ("WORKER_POLL_INTERVAL_MS", "50"),
-        ("LIVENESS_TTL_MS", "3000"),
-        ("WORKER_FETCH_SIZE", "100"),
-    ];
-    fast.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
-    fast.extend_from_slice(extra);
-    shipped_env(redis_port, s3, &fast)
+    role_env(harness::Role::Worker, redis_port, Some(s3))
+        .set_all(&FAST_WORKER)
+        .set_all(extra)
+        .vars()
 }
 
 pub fn settings(vars: &[(String, String)]) -> Settings {
@@ -545,16 +534,9 @@ pub async fn run_wharf(args: &[&str], vars: &[(String, String)]) -> (bool, Strin
 
 /// Environment of `wharf web` on a port of its choosing against `redis_port`, `extra` on top.
 pub fn web_env(redis_port: u16, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut vars = vec![
-        ("REDIS_HOST".into(), "127.0.0.1".into()),
-        ("REDIS_PORT".into(), redis_port.to_string()),
-        ("HOST".into(), "127.0.0.1".into()),
-        ("PORT".into(), "0".into()),
-        ("LOG_FORMAT".into(), "json".into()),
-        ("VERSION_FILE".into(), "/nonexistent/version.json".into()),
-    ];
-    vars.extend(extra.iter().map(|(k, v)| ((*k).into(), (*v).into())));
-    vars
+    role_env(harness::Role::Web, redis_port, None)
+        .set_all(extra)
+        .vars()
 }
 
 /// Starts `wharf web` on a free port against `redis_port` and waits until it listens.
